@@ -34,6 +34,7 @@ __all__ = [
     "load_datalist",
     "validate_items",
     "pseudonymise",
+    "load_inference_items",
 ]
 
 Item = dict[str, Any]
@@ -139,6 +140,26 @@ def validate_items(
             read_image(item["image"], item=name, spatial_dims=spatial_dims)
 
 
+def _read_section(path: Path, key: str) -> tuple[dict[str, Any], list[Item]]:
+    """The whole data list and its ``key`` section with image paths made absolute (relative to the file's folder)."""
+    if not path.is_file():
+        raise DataError(f"data list not found: {path}")
+    try:
+        datalist = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not a valid JSON data list: {e}") from e
+    if not isinstance(datalist, dict) or key not in datalist:
+        sections = sorted(k for k, v in datalist.items() if isinstance(v, list)) if isinstance(datalist, dict) else []
+        raise DataError(f"{path}: no '{key}' section (has: {sections})")
+    items = []
+    for item in datalist[key]:
+        item = dict(item)
+        if "image" in item and not os.path.isabs(item["image"]):
+            item["image"] = str(path.parent / item["image"])
+        items.append(item)
+    return datalist, items
+
+
 def load_datalist(
     path: str | os.PathLike,
     key: str = "training",
@@ -156,23 +177,42 @@ def load_datalist(
         spatial_dims: image dimensionality required (see :func:`monai_adv.io.read_image`).
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"data list not found: {path}")
-    try:
-        datalist = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: not a valid JSON data list: {e}") from e
-    if key not in datalist:
-        raise DataError(f"{path}: no '{key}' section (has: {sorted(k for k in datalist if isinstance(datalist[k], list))})")
+    datalist, items = _read_section(path, key)
     if num_classes is None:
         num_classes = len(datalist.get("classes", [])) or None
         if num_classes is None:
             raise DataError(f"{path}: data list has no 'classes'; pass num_classes")
-    items = []
-    for item in datalist[key]:
-        item = dict(item)
-        if "image" in item and not os.path.isabs(item["image"]):
-            item["image"] = str(path.parent / item["image"])
-        items.append(item)
     validate_items(items, num_classes, source=f"{path} [{key}]", check_images=check_images, spatial_dims=spatial_dims)
+    return items
+
+
+def load_inference_items(
+    path: str | os.PathLike, key: str = "test", check_images: bool = True, spatial_dims: int | None = 2
+) -> list[Item]:
+    """Images to run inference on: a data list's ``key`` section (labels optional), or every image file in a folder.
+
+    Folder images get the file path relative to the folder, without suffix, as ``id``. Raises :class:`DataError` for a
+    missing path, an empty selection or a bad image.
+    """
+    from monai_adv.io import image_format
+
+    path = Path(path)
+    if path.is_dir():
+        items = []
+        for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
+            try:
+                image_format(file)
+            except DataError:
+                continue
+            relative = file.relative_to(path).as_posix()
+            items.append({"id": relative.split(".", 1)[0], "image": str(file)})
+        source = str(path)
+    else:
+        items = _read_section(path, key)[1]
+        source = f"{path} [{key}]"
+    if not items:
+        raise DataError(f"{source}: no images to run inference on")
+    if check_images:
+        for index, item in enumerate(items):
+            read_image(item["image"], item=str(item.get("id", f"item #{index}")), spatial_dims=spatial_dims)
     return items

@@ -143,12 +143,11 @@ class PaperVGG16(nn.Module):
             load_imagenet_vgg16_weights(self, pretrained_path)
 
     def _init_weights(self) -> None:
+        # He initialisation on every layer: without BatchNorm, torchvision's N(0, 0.01) head (and Keras's glorot)
+        # leaves a narrow 16-layer VGG16 stuck at chance when trained from scratch.
         for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Conv3d)):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
+            if isinstance(m, (nn.Conv2d, nn.Conv3d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,39 @@
+"""L-infinity adversarial attacks in the [0, 1] input space (FGSM, BIM, PGD) and a torchattacks adapter.
+
+All attacks are callables ``attack(images, labels=None) -> adversarial images`` with torchattacks 3.5.1 semantics;
+see :mod:`monai_adv.attacks.base` for the shared conventions.
+"""
+
+from .base import (
+    RANGE_TOLERANCE,
+    AttackResult,
+    IterativeLinfAttack,
+    LinfAttack,
+    check_images,
+    check_labels,
+    classification_loss,
+    eval_mode,
+    predict,
+)
+from .bim import BIM
+from .fgsm import FGSM
+from .library import LibraryAttack, TwoLogits, library_attack_names
+from .pgd import PGD
+
+__all__ = [
+    "RANGE_TOLERANCE",
+    "AttackResult",
+    "LinfAttack",
+    "IterativeLinfAttack",
+    "FGSM",
+    "BIM",
+    "PGD",
+    "LibraryAttack",
+    "TwoLogits",
+    "library_attack_names",
+    "check_images",
+    "check_labels",
+    "classification_loss",
+    "eval_mode",
+    "predict",
+]

@@ -1,0 +1,439 @@
+"""Shared machinery of the L-infinity attacks: input checks, model mode, labels, loss, prediction and projection.
+
+Conventions (the same as torchattacks 3.5.1):
+
+* images are float tensors in [0, 1], ``(B, C, H, W)`` or ``(B, C, D, H, W)``; any intensity normalisation lives inside
+  the network, so ``eps`` is in [0, 1] intensity units (0.004 is about 1/255);
+* the model returns logits ``(B, K)`` with ``K >= 2`` (cross-entropy, prediction ``argmax``) or a single logit
+  ``(B, 1)`` for a binary task, read as the two logits ``[0, z]`` (BCE-with-logits, prediction ``z > 0``);
+* labels are class indices ``(B,)``;
+* the attack maximises the batch-mean loss and uses the sign of its input gradient, taken with
+  ``torch.autograd.grad`` so that parameter ``.grad`` is never touched;
+* the model runs in eval mode during the attack and every module's own train/eval flag is restored afterwards, so
+  BatchNorm running statistics do not move.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "RANGE_TOLERANCE",
+    "AttackResult",
+    "LinfAttack",
+    "IterativeLinfAttack",
+    "eval_mode",
+    "preserved_grads",
+    "check_images",
+    "check_labels",
+    "check_eps",
+    "per_sample",
+    "num_classes",
+    "classification_loss",
+    "predict",
+    "plain_tensor",
+    "restore_type",
+]
+
+RANGE_TOLERANCE = 1e-6
+"""How far outside [0, 1] an input value may lie before it is rejected (float round-off of an intensity window)."""
+
+# ---------------------------------------------------------------------------------------------------------------------
+# model state
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode; on exit give every submodule back its own ``training`` flag.
+
+    Restoring per module (rather than calling ``model.train()``) keeps mixed states such as frozen BatchNorm layers in
+    an otherwise training model.
+    """
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+@contextlib.contextmanager
+def preserved_grads(model: nn.Module) -> Iterator[nn.Module]:
+    """Restore every parameter's ``.grad`` on exit, for attack code that calls ``.backward()`` (torchattacks' CW,
+    DeepFool, FAB, ...). Our own attacks never need it: they only take input gradients."""
+    saved = [(p, None if p.grad is None else p.grad.detach().clone()) for p in model.parameters()]
+    try:
+        yield model
+    finally:
+        for p, g in saved:
+            p.grad = g
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# input checks
+
+
+def plain_tensor(x: torch.Tensor) -> torch.Tensor:
+    """View a tensor subclass (MONAI ``MetaTensor``) as a plain ``torch.Tensor``, so the attack loop pays no
+    ``__torch_function__`` overhead. Shares memory."""
+    return x.as_subclass(torch.Tensor) if type(x) is not torch.Tensor else x
+
+
+def restore_type(like: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Return ``x`` as the same tensor type as ``like`` (a ``MetaTensor`` keeps ``like``'s metadata)."""
+    if type(like) is torch.Tensor:
+        return x
+    out = like.detach().clone()
+    with torch.no_grad():
+        out.copy_(x)
+    return out
+
+
+def check_images(images: torch.Tensor, tolerance: float = RANGE_TOLERANCE) -> torch.Tensor:
+    """Check that ``images`` is a floating batch ``(B, ...)`` with values in ``[0, 1]`` (up to ``tolerance``).
+
+    Raises:
+        ValueError: wrong dtype or rank, non-finite values, or values outside ``[-tolerance, 1 + tolerance]``.
+    """
+    if not isinstance(images, torch.Tensor) or not images.is_floating_point():
+        raise ValueError(f"images must be a floating-point tensor, got {getattr(images, 'dtype', type(images))}")
+    if images.ndim < 2 or images.shape[0] == 0:
+        raise ValueError(f"images must be a non-empty batch (B, C, ...), got shape {tuple(images.shape)}")
+    lo, hi = torch.aminmax(images.detach())
+    lo, hi = float(lo), float(hi)
+    if not (lo >= -tolerance and hi <= 1.0 + tolerance):  # also catches NaN
+        raise ValueError(
+            f"images must lie in [0, 1] (tolerance {tolerance:g}), got values in [{lo:.6g}, {hi:.6g}]. Map the "
+            "intensities (CT window, min-max or percentile scaling) to [0, 1] before attacking and put any "
+            "z-score normalisation inside the network, so that eps is in [0, 1] units."
+        )
+    return images
+
+
+def check_labels(labels: torch.Tensor, batch_size: int, n_classes: int | None = None) -> torch.Tensor:
+    """Return ``labels`` as a ``(B,)`` int64 tensor of class indices, checking shape, values and (when
+    ``n_classes`` is given) the range ``0 <= y < n_classes``. ``(B, 1)`` and integral float labels are accepted.
+
+    Raises:
+        ValueError: wrong shape, non-integral values, or labels out of range.
+    """
+    labels = plain_tensor(torch.as_tensor(labels)).detach()
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim != 1 or labels.shape[0] != batch_size:
+        raise ValueError(f"labels must have shape ({batch_size},) (class indices), got {tuple(labels.shape)}")
+    if labels.is_floating_point():
+        if not bool((labels == labels.round()).all()):
+            raise ValueError("labels must be class indices; got non-integral floating-point values")
+    labels = labels.long()
+    if n_classes is not None and batch_size > 0:
+        lo, hi = int(labels.min()), int(labels.max())
+        if lo < 0 or hi >= n_classes:
+            raise ValueError(
+                f"labels must lie in [0, {n_classes - 1}] for a model with {n_classes} classes, "
+                f"got values in [{lo}, {hi}]"
+            )
+    return labels
+
+
+def check_eps(eps: float | torch.Tensor, name: str = "eps") -> None:
+    """Reject negative or non-finite perturbation sizes (a float or a tensor)."""
+    bad = (
+        not bool(torch.isfinite(eps).all() and (eps >= 0).all())
+        if isinstance(eps, torch.Tensor)
+        else not (float(eps) >= 0 and float(eps) != float("inf"))
+    )
+    if bad:
+        raise ValueError(f"{name} must be finite and >= 0, got {eps}")
+
+
+def per_sample(value: float | torch.Tensor, like: torch.Tensor, name: str = "eps") -> float | torch.Tensor:
+    """Shape a perturbation size for broadcasting against the batch ``like`` ``(B, ...)``.
+
+    A Python number (or a 0-d tensor) stays a Python float, so scalar attacks do exactly torchattacks' arithmetic.
+    A tensor of shape ``(B,)`` (or ``(B, 1, ..., 1)``) becomes ``(B, 1, ..., 1)`` in ``like``'s dtype and device.
+    """
+    if not isinstance(value, torch.Tensor):
+        return float(value)
+    if value.numel() == 1 and value.ndim == 0:
+        return float(value)
+    batch = like.shape[0]
+    if value.shape[0] != batch or value.numel() != batch:
+        raise ValueError(f"a per-sample {name} must have shape ({batch},), got {tuple(value.shape)}")
+    return plain_tensor(value).detach().to(device=like.device, dtype=like.dtype).reshape(batch, *[1] * (like.ndim - 1))
+
+
+def take(value: float | torch.Tensor, index: torch.Tensor) -> float | torch.Tensor:
+    """``value[index]`` for a per-sample tensor; a float is shared by every sample and returned as is."""
+    return value[index] if isinstance(value, torch.Tensor) else value
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# loss and prediction
+
+
+def num_classes(logits: torch.Tensor) -> int:
+    """Number of classes a ``(B, K)`` output represents (2 for a single binary logit)."""
+    return max(2, logits.shape[1])
+
+
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy for ``(B, K)`` logits; BCE-with-logits for a single logit ``(B, 1)`` (equal to the
+    cross-entropy of the logits ``[0, z]``)."""
+    if logits.shape[1] == 1:
+        return F.binary_cross_entropy_with_logits(logits[:, 0], labels.to(logits.dtype), reduction=reduction)
+    return F.cross_entropy(logits, labels, reduction=reduction)
+
+
+def predict(logits: torch.Tensor) -> torch.Tensor:
+    """Predicted class ``(B,)``: ``argmax`` of ``(B, K)`` logits, ``z > 0`` for a single logit."""
+    if logits.shape[1] == 1:
+        return (logits[:, 0] > 0).long()
+    return logits.argmax(dim=1)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# attacks
+
+
+@dataclass
+class AttackResult:
+    """What one attack call produced.
+
+    Attributes:
+        adv: adversarial images, same shape and dtype as the input.
+        labels: ``(B,)`` labels that were attacked (the given ones, or the clean predictions).
+        fooled: ``(B,)`` bool, ``predict(model(adv)) != labels``, when the attack had to score its result anyway
+            (restarts, ``any_iterate``); ``None`` otherwise.
+        loss: ``(B,)`` per-sample loss at ``adv``, alongside ``fooled``; ``None`` otherwise.
+        grad_passes: forward+backward input-gradient passes spent, counted per sample (a PGD-10 on 8 images is 80).
+        forward_passes: forward-only passes spent (label prediction, scoring), counted per sample.
+    """
+
+    adv: torch.Tensor
+    labels: torch.Tensor
+    fooled: torch.Tensor | None = None
+    loss: torch.Tensor | None = None
+    grad_passes: int = 0
+    forward_passes: int = 0
+
+
+class LinfAttack:
+    """Base class of the L-infinity attacks: ``attack(images, labels=None) -> adversarial images``.
+
+    Subclasses implement :meth:`_attack`, which runs with the model in eval mode, on plain tensors, with checked
+    labels and ``eps`` already shaped by :func:`per_sample`.
+
+    Args:
+        model: classifier taking ``(B, C, *spatial)`` images in [0, 1] and returning ``(B, K)`` logits (``K >= 2``)
+            or one logit ``(B, 1)``.
+        eps: radius of the L-infinity ball in [0, 1] intensity units: a float, or a ``(B,)`` tensor, one per sample.
+        use_predicted_labels: attack the model's clean predictions instead of the given labels (what ART does when
+            ``generate`` gets no ``y``, as in the paper's public code). Calling with ``labels=None`` does the same.
+    """
+
+    name = "LinfAttack"
+
+    def __init__(self, model: nn.Module, eps: float | torch.Tensor, use_predicted_labels: bool = False) -> None:
+        check_eps(eps)
+        self.model = model
+        self.eps = eps
+        self.use_predicted_labels = use_predicted_labels
+        self._grad_passes = 0
+        self._forward_passes = 0
+        self._labels_checked = False
+
+    def __repr__(self) -> str:
+        eps = f"tensor{tuple(self.eps.shape)}" if isinstance(self.eps, torch.Tensor) else f"{self.eps:g}"
+        return f"{type(self).__name__}(eps={eps}{self._repr_extra()})"
+
+    def _repr_extra(self) -> str:
+        return ""
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Adversarial images ``(B, ...)``, same shape, dtype, device and tensor type as ``images``."""
+        return self.run(images, labels).adv
+
+    def passes_per_sample(self) -> tuple[int, int]:
+        """Nominal cost of one call per sample, ``(grad_passes, forward_passes)``, with no early stopping."""
+        return 1, int(self.use_predicted_labels)
+
+    def run(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> AttackResult:
+        """Attack and return an :class:`AttackResult` (adversarial images plus scoring and work counts)."""
+        return self._run(images, labels, self._attack)
+
+    def _run(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor | None,
+        body: Callable[[torch.Tensor, torch.Tensor, float | torch.Tensor], AttackResult],
+    ) -> AttackResult:
+        """Check the inputs, resolve the labels and run ``body(images, labels, eps)`` in eval mode."""
+        if torch.is_inference_mode_enabled():
+            raise RuntimeError("attacks need autograd: do not call them inside torch.inference_mode()")
+        x = plain_tensor(images).detach()
+        if x.is_inference():
+            x = x.clone()
+        check_images(x)
+        eps = per_sample(self.eps, x)
+        self._grad_passes = self._forward_passes = 0
+        self._labels_checked = False
+        with eval_mode(self.model), torch.enable_grad():
+            if labels is None or self.use_predicted_labels:
+                with torch.no_grad():
+                    y = predict(self._logits(x))
+                self._forward_passes += x.shape[0]
+                self._labels_checked = True
+            else:
+                y = check_labels(labels, x.shape[0]).to(x.device)
+            result = body(x, y, eps)
+        result.adv = restore_type(images, result.adv)
+        result.grad_passes, result.forward_passes = self._grad_passes, self._forward_passes
+        return result
+
+    def _attack(self, images: torch.Tensor, labels: torch.Tensor, eps: float | torch.Tensor) -> AttackResult:
+        raise NotImplementedError
+
+    # helpers for subclasses ----------------------------------------------------------------------------------------
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.model(x)
+        if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != x.shape[0]:
+            shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            raise ValueError(f"the model must return logits of shape (B, K) or (B, 1), got {shape}")
+        return logits
+
+    def _check_labels_once(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        if not self._labels_checked:
+            check_labels(labels, logits.shape[0], num_classes(logits))
+            self._labels_checked = True
+
+    def _gradient(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Input gradient of the batch-mean loss at ``x``, and the (detached) logits of that forward pass."""
+        x = x.detach().requires_grad_(True)
+        logits = self._logits(x)
+        self._check_labels_once(logits, labels)
+        (grad,) = torch.autograd.grad(classification_loss(logits, labels), x)
+        self._grad_passes += x.shape[0]
+        return grad, logits.detach()
+
+    @torch.no_grad()
+    def _score(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(fooled, loss)`` at ``x``, both ``(B,)``, from one forward pass."""
+        logits = self._logits(x)
+        self._forward_passes += x.shape[0]
+        self._check_labels_once(logits, labels)
+        return predict(logits) != labels, classification_loss(logits, labels, reduction="none")
+
+    @staticmethod
+    def _project(adv: torch.Tensor, images: torch.Tensor, eps: float | torch.Tensor) -> torch.Tensor:
+        """Project onto the L-infinity ball of radius ``eps`` around ``images`` intersected with [0, 1].
+
+        Same operations in the same order as torchattacks.PGD, so results agree bit for bit.
+        """
+        delta = torch.clamp(adv - images, min=-eps, max=eps)
+        return torch.clamp(images + delta, min=0, max=1)
+
+
+class IterativeLinfAttack(LinfAttack):
+    """Signed-gradient ascent with projection (BIM, PGD): the shared loop.
+
+    Args:
+        model, eps, use_predicted_labels: see :class:`LinfAttack`.
+        steps: number of gradient steps (>= 1).
+        step_size: step per iteration in [0, 1] units, a float or a ``(B,)`` tensor; ``None`` gives
+            ``eps / step_divisor`` (BIM: eps/10, PGD: eps/4, as in the paper's Table S1).
+        any_iterate: score every iterate, the starting point included: a sample counts as fooled if any iterate is
+            misclassified, and its result is the first misclassified iterate (it is not attacked any further, which
+            also saves its gradient passes). Off: the result is the last iterate, as in torchattacks.
+    """
+
+    step_divisor = 4
+
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float | torch.Tensor,
+        steps: int = 10,
+        step_size: float | torch.Tensor | None = None,
+        any_iterate: bool = False,
+        use_predicted_labels: bool = False,
+    ) -> None:
+        super().__init__(model, eps, use_predicted_labels)
+        if int(steps) != steps or steps < 1:
+            raise ValueError(f"steps must be a positive integer, got {steps}")
+        if step_size is not None:
+            check_eps(step_size, "step_size")
+        self.steps = int(steps)
+        self.step_size = step_size
+        self.any_iterate = any_iterate
+
+    def _repr_extra(self) -> str:
+        step = "eps/%d" % self.step_divisor if self.step_size is None else self.step_size
+        return f", steps={self.steps}, step_size={step}, any_iterate={self.any_iterate}"
+
+    def passes_per_sample(self) -> tuple[int, int]:
+        return self.steps, int(self.use_predicted_labels) + int(self.any_iterate)
+
+    def _step(self, eps: float | torch.Tensor, like: torch.Tensor) -> float | torch.Tensor:
+        if self.step_size is None:
+            return eps / self.step_divisor
+        return per_sample(self.step_size, like, "step_size")
+
+    def _iterate(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        eps: float | torch.Tensor,
+        step: float | torch.Tensor,
+        start: torch.Tensor,
+        score: bool = False,
+    ) -> AttackResult:
+        """Run ``self.steps`` steps ``x <- project(x + step * sign(grad))`` from ``start``.
+
+        With ``score`` (or ``any_iterate``) the result also carries ``fooled`` and ``loss``; scoring the last iterate
+        costs one more forward pass.
+        """
+        if not self.any_iterate:
+            adv = start
+            for _ in range(self.steps):
+                grad, _ = self._gradient(adv, labels)
+                adv = self._project(adv + step * grad.sign(), images, eps)
+            if not score:
+                return AttackResult(adv, labels)
+            fooled, loss = self._score(adv, labels)
+            return AttackResult(adv, labels, fooled, loss)
+
+        # any_iterate: samples leave the batch at their first misclassified iterate (batch compaction).
+        out = start.clone()
+        fooled = torch.zeros(images.shape[0], dtype=torch.bool, device=images.device)
+        loss = torch.zeros(images.shape[0], dtype=images.dtype, device=images.device)
+        live = torch.arange(images.shape[0], device=images.device)
+        adv, y, x0 = start, labels, images
+        for t in range(self.steps + 1):
+            if t < self.steps:
+                grad, logits = self._gradient(adv, y)
+            else:
+                with torch.no_grad():
+                    logits = self._logits(adv)
+                self._forward_passes += adv.shape[0]
+            hit = predict(logits) != y
+            if t == self.steps or bool(hit.any()):
+                done = hit if t < self.steps else torch.ones_like(hit)
+                out[live[done]] = adv[done]
+                fooled[live[done]] = hit[done]
+                loss[live[done]] = classification_loss(logits[done], y[done], reduction="none").to(loss.dtype)
+                keep = ~done
+                live, adv, y, x0 = live[keep], adv[keep], y[keep], x0[keep]
+                if t == self.steps or live.numel() == 0:
+                    break
+                grad, eps, step = grad[keep], take(eps, keep), take(step, keep)
+            adv = self._project(adv + step * grad.sign(), x0, eps)
+        return AttackResult(out, labels, fooled, loss)

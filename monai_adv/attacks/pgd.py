@@ -1,0 +1,104 @@
+"""Projected Gradient Descent with random start and restarts."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .base import AttackResult, IterativeLinfAttack, take
+
+__all__ = ["PGD"]
+
+
+class PGD(IterativeLinfAttack):
+    r"""PGD, Madry et al., "Towards deep learning models resistant to adversarial attacks", ICLR 2018
+    (arXiv:1706.06083).
+
+    From a uniform random point of the eps-ball (clipped to [0, 1]), ``steps`` signed-gradient steps of
+    ``step_size``, each projected back onto the ball and [0, 1]. Defaults follow the paper's Table S1 (10 steps of
+    eps/4, random start). With ``restarts=1`` and a float ``eps``, ``torch.manual_seed(s)`` before the call gives
+    exactly ``torchattacks.PGD(model, eps, alpha=step_size, steps, random_start)`` (same single
+    ``torch.empty_like(x).uniform_(-eps, eps)`` draw).
+
+    A ``(B,)`` tensor ``eps`` works with the random start too (torchattacks raises there): the start is then
+    ``uniform_(-1, 1) * eps``, the same random numbers scaled, equal to torchattacks' start only up to round-off.
+
+    Args:
+        model: classifier, ``(B, C, *spatial)`` images in [0, 1] -> ``(B, K)`` logits or one logit ``(B, 1)``.
+        eps: L-infinity radius in [0, 1] units, a float or a ``(B,)`` tensor.
+        steps: number of steps (default 10).
+        step_size: float or ``(B,)`` tensor; ``None`` (default) gives ``eps / 4``.
+        random_start: start from a uniform random point of the ball (default) or from the clean image.
+        restarts: number of random starts. Per sample the result is the first restart whose last iterate (or, with
+            ``any_iterate``, any iterate) is misclassified, else the restart with the highest final loss. Samples
+            already fooled are not attacked again. Every restart draws the random start for the whole batch, so a
+            sample's start does not depend on the others and ``restarts=R`` picks among exactly the results of R
+            consecutive ``restarts=1`` calls after the same seed.
+        any_iterate: score every iterate (start included); a sample's result is its first misclassified iterate.
+        use_predicted_labels: attack the clean predictions instead of the given labels.
+
+    Shapes: images ``(B, C, H, W)`` or ``(B, C, D, H, W)`` in [0, 1]; labels ``(B,)`` or ``None``; output like images.
+
+    Example::
+
+        >>> adv = PGD(model, eps=0.004, restarts=5)(images, labels)
+    """
+
+    name = "PGD"
+    step_divisor = 4
+
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float | torch.Tensor,
+        steps: int = 10,
+        step_size: float | torch.Tensor | None = None,
+        random_start: bool = True,
+        restarts: int = 1,
+        any_iterate: bool = False,
+        use_predicted_labels: bool = False,
+    ) -> None:
+        super().__init__(model, eps, steps, step_size, any_iterate, use_predicted_labels)
+        if int(restarts) != restarts or restarts < 1:
+            raise ValueError(f"restarts must be a positive integer, got {restarts}")
+        if restarts > 1 and not random_start:
+            raise ValueError("restarts > 1 needs random_start=True (every restart would be the same)")
+        self.random_start = random_start
+        self.restarts = int(restarts)
+
+    def _repr_extra(self) -> str:
+        return super()._repr_extra() + f", random_start={self.random_start}, restarts={self.restarts}"
+
+    def passes_per_sample(self) -> tuple[int, int]:
+        scored = self.restarts > 1 or self.any_iterate
+        return self.steps * self.restarts, int(self.use_predicted_labels) + self.restarts * int(scored)
+
+    def _start(self, images: torch.Tensor, eps: float | torch.Tensor) -> torch.Tensor:
+        if not isinstance(eps, torch.Tensor):
+            noise = torch.empty_like(images).uniform_(-eps, eps)  # torchattacks' draw, for equal results
+        else:
+            noise = torch.empty_like(images).uniform_(-1, 1) * eps
+        return torch.clamp(images + noise, min=0, max=1)
+
+    def _attack(self, images: torch.Tensor, labels: torch.Tensor, eps: float | torch.Tensor) -> AttackResult:
+        step = self._step(eps, images)
+        if self.restarts == 1:
+            start = self._start(images, eps) if self.random_start else images
+            return self._iterate(images, labels, eps, step, start)
+
+        best: AttackResult | None = None
+        todo = torch.arange(images.shape[0], device=images.device)  # samples not fooled yet
+        for _ in range(self.restarts):
+            start = self._start(images, eps)
+            if todo.numel() == 0:
+                continue  # keep drawing, so the RNG ends where R single-start calls would leave it
+            res = self._iterate(images[todo], labels[todo], take(eps, todo), take(step, todo), start[todo], score=True)
+            if best is None:
+                best = res
+            else:
+                better = res.fooled | (res.loss > best.loss[todo])
+                idx = todo[better]
+                best.adv[idx], best.fooled[idx], best.loss[idx] = res.adv[better], res.fooled[better], res.loss[better]
+            todo = todo[~best.fooled[todo]]
+        best.labels = labels
+        return best

@@ -1,0 +1,164 @@
+"""Demo ``breast_lesion_mammography``: 64x64 mammogram crops centred on a lesion, one DICOM MG file per crop.
+
+What a crop holds (12-bit gray levels, MONOCHROME2, bright = dense; no rescale):
+- breast tissue: fat (about 700) and fibroglandular tissue (about 1900) mixed in a streaked pattern whose dense
+  fraction is a property of the patient (fatty to extremely dense breasts), a few Cooper's ligaments, fine texture and
+  quantum noise;
+- one lesion near the centre: either a mass (about two crops in three) or a cluster of calcifications. A mass is
+  slightly denser than glandular tissue, so dense breasts hide it.
+
+What differs between "benign" (0) and "malignant" (1): every class-specific feature is drawn from a hidden score
+(:func:`~monai_adv.demo._common.latent_score`), so the classes overlap by construction. Masses: a low score gives a
+round or oval, circumscribed mass (sharp margin, sometimes a lucent fat halo or coarse popcorn calcification), a high
+score an irregular, lobulated mass with an indistinct margin and long thin spicules. Calcifications: a low score gives
+a few coarse, round, scattered calcifications, a high score a tight cluster of many fine calcifications, partly in
+short lines (casting type).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from monai_adv.demo import _common as C
+
+NAME = "breast_lesion_mammography"
+CLASSES = ("benign", "malignant")
+CODE = 2
+SIZE = 64
+SPREAD = 0.6
+DEFAULT_PATIENTS = 210
+MAMMOGRAPHY_STORAGE = "1.2.840.10008.5.1.4.1.1.1.2"  # Digital Mammography X-Ray Image Storage - For Presentation
+
+
+def patient_parameters(seed: int, index: int) -> dict:
+    rng = C.rng_for(seed, CODE, index, 1 << 20)
+    return {
+        "spacing": round(float(rng.uniform(0.4, 0.6)), 4),
+        "density": float(rng.uniform(0.15, 0.7)),  # dense (fibroglandular) fraction of the breast
+        "fat": float(rng.uniform(600, 800)),
+        "gland": float(rng.uniform(1750, 2050)),
+        "noise": float(rng.uniform(20, 45)),
+        "laterality": "L" if rng.random() < 0.5 else "R",
+    }
+
+
+def _background(rng: np.random.Generator, patient: dict, rr: np.ndarray, cc: np.ndarray) -> np.ndarray:
+    shape = (SIZE, SIZE)
+    field = 0.6 * C.oriented_noise(rng, SIZE, 7.0, 1.8, rng.uniform(0, 180)) + 0.8 * C.smooth_noise(rng, shape, 4.0)
+    field = field / field.std()
+    threshold = np.quantile(field, 1.0 - patient["density"])
+    dense = 1.0 / (1.0 + np.exp(-(field - threshold) / 0.25))
+    img = patient["fat"] + (patient["gland"] - patient["fat"]) * dense
+    img = img + 70 * C.smooth_noise(rng, shape, 1.0) * (0.4 + dense)
+    for _ in range(int(rng.integers(0, 4))):
+        ligament = C.curve_profile(rr, cc, C.random_curve(rng, SIZE), rng.uniform(0.5, 0.9), taper=0.5)
+        img = img + rng.uniform(150, 350) * ligament
+    return img
+
+
+def _mass(rng, img, rr, cc, t, patient):
+    spacing = patient["spacing"]
+    diameter = float(np.clip(8.0 + 8.0 * t + rng.normal(0, 3.0), 4.0, 26.0))
+    radius = diameter / 2 / spacing
+    centre = (SIZE / 2 - 0.5 + rng.normal(0, 1.5), SIZE / 2 - 0.5 + rng.normal(0, 1.5))
+    value = patient["gland"] + rng.uniform(150, 450)
+    harmonics = C.random_harmonics(rng, 0.03 + 0.3 * t, orders=(3, 4, 5, 6))
+    harmonics.append((2, rng.uniform(0.05, 0.3) * (1.0 - t), rng.uniform(0, 2 * np.pi)))  # oval
+    blur = 0.5 + 2.2 * t * rng.uniform(0.5, 1.0)
+    if rng.random() < 0.5 * (1.0 - t) ** 2:  # lucent halo around a circumscribed mass
+        halo = C.star_shape(rr, cc, centre, radius + 1.5, harmonics, blur=0.6)
+        img = C.blend(img, patient["fat"], halo)
+    mask = C.star_shape(rr, cc, centre, radius, harmonics, blur=blur)
+    img = C.blend(img, value + 40 * C.smooth_noise(rng, img.shape, 1.5), mask)
+    for _ in range(int(rng.poisson(14.0 * t**2))):
+        a = rng.uniform(0, 2 * np.pi)
+        direction = np.array([np.sin(a), np.cos(a)])
+        start = np.array(centre) + 0.8 * radius * direction
+        end = np.array(centre) + radius * (1.0 + rng.uniform(0.8, 2.2)) * direction
+        spike = C.segment_profile(rr, cc, tuple(start), tuple(end), rng.uniform(0.5, 0.9), taper=0.6)
+        img = img + (value - patient["fat"]) * 0.5 * spike
+    if rng.random() < 0.3 * (1.0 - t) ** 3:  # popcorn calcification of an involuting fibroadenoma
+        for _ in range(int(rng.integers(2, 5))):
+            offset = rng.uniform(-0.5, 0.5, 2) * radius
+            spot = C.star_shape(rr, cc, (centre[0] + offset[0], centre[1] + offset[1]), rng.uniform(1.0, 2.0), blur=0.5)
+            img = C.blend(img, rng.uniform(3200, 3800), spot)
+    return img
+
+
+def _calcifications(rng, img, rr, cc, t):
+    count = int(np.clip(round(4 + 22 * t + rng.normal(0, 2.5)), 2, 40))
+    spread = max(4.0, 16.0 - 9.0 * t + rng.normal(0, 1.5))
+    size = max(0.5, 2.4 - 1.8 * t + rng.normal(0, 0.25))
+    centre = np.array([SIZE / 2 - 0.5, SIZE / 2 - 0.5]) + rng.normal(0, 1.5, 2)
+    linear = rng.random() < t**2  # casting-type: part of the cluster lies along short lines
+    axes = [rng.uniform(0, np.pi) for _ in range(int(rng.integers(1, 4)))]
+    for k in range(count):
+        if linear and k % 2 == 0:
+            a = axes[k % len(axes)]
+            position = centre + rng.uniform(-spread, spread) * np.array([np.sin(a), np.cos(a)]) + rng.normal(0, 0.7, 2)
+        else:
+            position = centre + rng.normal(0, spread / 2, 2)
+        radius = max(0.4, size * rng.uniform(0.6, 1.4))
+        harmonics = C.random_harmonics(rng, 0.35 * t, orders=(2, 3))
+        spot = C.star_shape(rr, cc, tuple(position), radius, harmonics, blur=0.5)
+        img = C.blend(img, rng.uniform(3200, 3900), spot)
+    return img
+
+
+def render(rng: np.random.Generator, label: int, patient: dict) -> np.ndarray:
+    rr, cc = C.coords(SIZE)
+    img = _background(rng, patient, rr, cc)
+    t = C.squash(C.latent_score(rng, label, SPREAD))
+    if rng.random() < 0.65:
+        img = _mass(rng, img, rr, cc, t, patient)
+    else:
+        img = _calcifications(rng, img, rr, cc, t)
+    return img + patient["noise"] * rng.standard_normal(img.shape)
+
+
+def make_crop(output_dir: Path, index: int, crop: int, label: int, seed: int) -> dict:
+    patient = patient_parameters(seed, index)
+    fake = C.fake_patient("MG", index)
+    rng = C.rng_for(seed, CODE, index, crop)
+    stored = np.clip(np.rint(render(rng, label, patient)), 0, 4095).astype(np.uint16)
+    item = C.item_for(fake["PatientID"], crop, label, ".dcm")
+    spacing = patient["spacing"]
+    tags = {
+        **fake,
+        "PatientSex": "F",
+        "SOPInstanceUID": C.demo_uid(NAME, seed, index, crop),
+        "StudyInstanceUID": C.demo_uid(NAME, seed, index, "study"),
+        "SeriesInstanceUID": C.demo_uid(NAME, seed, index, "series"),
+        "StudyDate": "20000101",
+        "StudyTime": "120000",
+        "StudyID": "DEMO",
+        "AccessionNumber": "",
+        "ReferringPhysicianName": "",
+        "SeriesNumber": 1,
+        "InstanceNumber": crop + 1,
+        "Modality": "MG",
+        "Manufacturer": "monai_adv synthetic demo",
+        "StudyDescription": "Synthetic mammography lesion crop (not patient data)",
+        "ImageType": ["DERIVED", "SECONDARY"],
+        "PresentationIntentType": "FOR PRESENTATION",
+        "BodyPartExamined": "BREAST",
+        "ImageLaterality": patient["laterality"],
+        "Laterality": patient["laterality"],
+        "ViewPosition": "CC" if crop % 2 == 0 else "MLO",
+        "PatientOrientation": ["A", "R" if patient["laterality"] == "L" else "L"],
+        "PixelSpacing": [spacing, spacing],
+        "ImagerPixelSpacing": [spacing, spacing],
+        "WindowCenter": 2048,
+        "WindowWidth": 4096,
+        "BitsStored": 12,
+        "BurnedInAnnotation": "NO",
+    }
+    C.write_dicom(output_dir / item["image"], stored, tags, MAMMOGRAPHY_STORAGE)
+    return item
+
+
+def generate(output_dir: str | Path, seed: int = 0, n_patients: int | None = None) -> Path:
+    items = C.generate_medical(output_dir, seed, CODE, n_patients or DEFAULT_PATIENTS, make_crop)
+    return C.finish(Path(output_dir), NAME, "MG", "gray level", CLASSES, items, seed)

@@ -1,0 +1,6 @@
+"""Ignite handlers for MONAI engines. Reference them by full dotted path, e.g. ``monai_adv.handlers.ClassificationMetricsWriter``."""
+
+from monai_adv.handlers.classification import ClassificationMetricsWriter, PredictionCSVWriter
+from monai_adv.handlers.collect import PerImageCollector
+
+__all__ = ["ClassificationMetricsWriter", "PredictionCSVWriter", "PerImageCollector"]

@@ -1,0 +1,51 @@
+"""Prepare LIDC-IDRI (TCIA DICOM tree + LIDC XML reads) into nodule crops and a data list.
+
+``python scripts/prepare_lidc.py --source DIR --output DIR [--seed 0] [--crop-size 64] [--ambiguous exclude]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from monai_adv.io import DataError  # noqa: E402
+from monai_adv.prepare import lidc, summarise  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source", required=True, help="folder holding the CT series and the LIDC XML files")
+    parser.add_argument("--output", required=True, help="output folder (images/ and datalist.json)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--crop-size", type=int, default=64, help="square crop side in pixels")
+    parser.add_argument("--ambiguous", choices=lidc.AMBIGUOUS_CHOICES, default="exclude",
+                        help="what a median malignancy of exactly 3 becomes")
+    parser.add_argument("--min-readers", type=int, default=1, help="keep nodules marked by at least this many readers")
+    parser.add_argument("--group-distance-mm", type=float, default=5.0, help="grouping distance of readers' marks")
+    parser.add_argument("--no-balance", action="store_true", help="keep every nodule instead of balancing classes")
+    parser.add_argument("--skip-missing-series", action="store_true", help="skip XML files whose series is absent")
+    args = parser.parse_args(argv)
+    try:
+        path = lidc.prepare(
+            args.source,
+            args.output,
+            seed=args.seed,
+            crop_size=args.crop_size,
+            ambiguous=args.ambiguous,
+            min_readers=args.min_readers,
+            group_distance_mm=args.group_distance_mm,
+            balance=not args.no_balance,
+            skip_missing_series=args.skip_missing_series,
+        )
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(summarise(path))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

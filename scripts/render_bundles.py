@@ -1,0 +1,714 @@
+#!/usr/bin/env python
+"""Write the five MONAI bundles in ``bundles/`` from one shared structure and a small per-bundle spec.
+
+Each bundle stays self-contained for the model zoo (every config is complete JSON), yet the five cannot drift apart
+by hand-copying: everything that differs between them is in ``SPECS`` below and lands in a block of ids at the top of
+each config (``class_names``, ``image_size``, ``intensity_transform``, the Table S3 hyper-parameters...). Everything
+else is rendered identically. ``tests/test_bundles.py`` fails when a committed file differs from this output.
+
+    python scripts/render_bundles.py          # rewrite bundles/*
+    python scripts/render_bundles.py --check  # exit 1 and list the files that differ
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATE = Path(__file__).resolve().parent / "bundle_template"
+SCHEMA_URL = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20240725.json"
+PAPER = (
+    "Joel MZ, Umrao S, Chang E, et al. Using Adversarial Images to Assess the Robustness of Deep Learning Models "
+    "Trained on Diagnostic Images in Oncology. JCO Clin Cancer Inform 2022;6:e2100170. doi:10.1200/CCI.21.00170"
+)
+VERSION = "0.1.0"
+
+CT_WINDOW_HU = (-1000.0, 400.0)  # lung window: level -300 HU, width 1400 HU
+PERCENTILES = (0.5, 99.5)
+
+
+def window(a_min: float, a_max: float, desc: str) -> dict[str, Any]:
+    return {
+        "_target_": "ScaleIntensityRanged",
+        "_desc_": desc,
+        "keys": "image",
+        "a_min": a_min,
+        "a_max": a_max,
+        "b_min": 0.0,
+        "b_max": 1.0,
+        "clip": True,
+    }
+
+
+def percentiles(desc: str) -> dict[str, Any]:
+    return {
+        "_target_": "ScaleIntensityRangePercentilesd",
+        "_desc_": desc,
+        "keys": "image",
+        "lower": PERCENTILES[0],
+        "upper": PERCENTILES[1],
+        "b_min": 0.0,
+        "b_max": 1.0,
+        "clip": True,
+    }
+
+
+# Everything that differs between the bundles. Training values are Table S3 of the paper (patience 0 for MNIST
+# becomes 1: Ignite's early stopping needs at least one epoch of patience).
+SPECS: dict[str, dict[str, Any]] = {
+    "lung_nodule_ct_classification": {
+        "title": "Lung nodule CT classification",
+        "data_set": "LIDC-IDRI",
+        "demo_dataset": "lung_nodule_ct",
+        "modality": "CT",
+        "data_type": "dicom",
+        "class_names": ["benign", "malignant"],
+        "in_channels": 1,
+        "image_size": 224,
+        "intensity_transform": window(*CT_WINDOW_HU, "CT lung window [-1000, 400] HU to [0, 1]"),
+        "native_units": "HU",
+        "native_range": CT_WINDOW_HU[1] - CT_WINDOW_HU[0],
+        "augment": True,
+        "batch_size": 50, "max_epochs": 200, "patience": 50, "learning_rate": 0.0002, "lr_decay": 1e-6, "momentum": 0.9,
+        "prepare": "scripts/prepare_lidc.py",
+        "paper": {"clean": 75.41, "pgd_0.004": 25.6, "table_s5_adv_pgd": 58.97, "triage_retained": 81.31},
+    },
+    "breast_lesion_mammography_classification": {
+        "title": "Breast lesion mammography classification",
+        "data_set": "CBIS-DDSM",
+        "demo_dataset": "breast_lesion_mammography",
+        "modality": "MG",
+        "data_type": "dicom",
+        "class_names": ["benign", "malignant"],
+        "in_channels": 1,
+        "image_size": 116,
+        "intensity_transform": percentiles("robust scaling: 0.5th percentile to 0, 99.5th to 1, clipped"),
+        "native_units": "gray level",
+        "native_range": None,
+        "augment": True,
+        "batch_size": 50, "max_epochs": 100, "patience": 20, "learning_rate": 0.0002, "lr_decay": 1e-6, "momentum": 0.9,
+        "prepare": "scripts/prepare_cbis_ddsm.py",
+        "paper": {"clean": 76.43, "pgd_0.004": 23.9, "table_s5_adv_pgd": 55.36, "triage_retained": 80.13},
+    },
+    "brain_lesion_mri_classification": {
+        "title": "Brain lesion MRI classification",
+        "data_set": "brain-metastasis MRI registry (institutional)",
+        "demo_dataset": "brain_lesion_mri",
+        "modality": "MR",
+        "data_type": "nibabel",
+        "class_names": ["benign", "malignant"],
+        "in_channels": 1,
+        "image_size": 224,
+        "intensity_transform": percentiles("robust scaling: 0.5th percentile to 0, 99.5th to 1, clipped"),
+        "native_units": "gray level",
+        "native_range": None,
+        "augment": True,
+        "batch_size": 50, "max_epochs": 100, "patience": 5, "learning_rate": 0.0002, "lr_decay": 1e-6, "momentum": 0.9,
+        "prepare": "scripts/prepare_brain_mri.py",
+        "paper": {"clean": 93.64, "pgd_0.004": 6.36, "table_s5_adv_pgd": 80.45, "triage_retained": 98.82},
+    },
+    "mnist_digit_classification": {
+        "title": "MNIST digit classification (non-medical control)",
+        "data_set": "MNIST",
+        "demo_dataset": "mnist_digit",
+        "modality": "none",
+        "data_type": "png",
+        "class_names": [str(d) for d in range(10)],
+        "in_channels": 1,
+        "image_size": 32,
+        "intensity_transform": window(0.0, 255.0, "8-bit gray levels to [0, 1]"),
+        "native_units": "gray level",
+        "native_range": 255.0,
+        "augment": False,
+        "batch_size": 64, "max_epochs": 20, "patience": 1, "learning_rate": 0.01, "lr_decay": 0.0, "momentum": 0.0,
+        "prepare": "scripts/prepare_mnist.py",
+        "paper": {"clean": 99.1, "pgd_0.004": 99.0},
+    },
+    "cifar10_object_classification": {
+        "title": "CIFAR-10 object classification (non-medical control)",
+        "data_set": "CIFAR-10",
+        "demo_dataset": "cifar10_object",
+        "modality": "none",
+        "data_type": "png",
+        "class_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+        "in_channels": 3,
+        "image_size": 32,
+        "intensity_transform": window(0.0, 255.0, "8-bit RGB levels to [0, 1]"),
+        "native_units": "gray level",
+        "native_range": 255.0,
+        "augment": False,
+        "batch_size": 128, "max_epochs": 60, "patience": 10, "learning_rate": 0.001, "lr_decay": 1e-5, "momentum": 0.9,
+        "prepare": "scripts/prepare_cifar10.py",
+        "paper": {"clean": 86.1, "pgd_0.004": 71.9},
+    },
+}
+
+# The CPU demo profile shared by every bundle: small images, a VGG16 at 1/8 width, few epochs, generated data.
+DEMO = {
+    "image_size": 32,
+    "network_width": 0.125,
+    "learning_rate": 0.003,
+    "lr_decay": 0.0,
+    "momentum": 0.9,
+    "batch_size": 32,
+    "max_epochs": 40,
+    "patience": 10,
+}
+
+IMPORTS = [
+    "$import os",
+    "$import torch",
+    "$import monai_adv",
+]
+
+
+def common_ids(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """Paths, device and the per-bundle block: the top of every config."""
+    return {
+        "imports": IMPORTS,
+        "bundle_root": ".",
+        "dataset_dir": f"/workspace/data/{name}",
+        "datalist_file": "$os.path.join(@dataset_dir, 'datalist.json')",
+        "output_dir": "$os.path.join(@bundle_root, 'eval')",
+        "ckpt_path": "$os.path.join(@bundle_root, 'models', 'model.pt')",
+        "device": "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')",
+        "seed": 0,
+        "modality": spec["modality"],
+        "native_units": spec["native_units"],
+        "class_names": spec["class_names"],
+        "num_classes": "$len(@class_names)",
+        "spatial_dims": 2,
+        "in_channels": spec["in_channels"],
+        "image_size": [spec["image_size"], spec["image_size"]],
+        "intensity_transform": spec["intensity_transform"],
+        "network_width": 1.0,
+        "pretrained_path": None,
+        "network_def": {
+            "_target_": "monai_adv.networks.PaperVGG16",
+            "spatial_dims": "@spatial_dims",
+            "in_channels": "@in_channels",
+            "num_classes": "@num_classes",
+            "input_size": "@image_size",
+            "width": "@network_width",
+            "norm_mean": 0.5,
+            "norm_std": 0.25,
+            "pretrained_path": "@pretrained_path",
+        },
+        "network": "$@network_def.to(@device)",
+    }
+
+
+def load_transforms(with_label: bool) -> list[dict[str, Any]]:
+    transforms: list[dict[str, Any]] = [
+        {"_target_": "monai_adv.transforms.LoadCropd", "keys": "image", "spatial_dims": "@spatial_dims"},
+    ]
+    if with_label:
+        transforms.append({"_target_": "monai_adv.transforms.CheckLabeld", "keys": "label", "num_classes": "@num_classes"})
+    transforms += [
+        "@intensity_transform",
+        {"_target_": "Resized", "keys": "image", "spatial_size": "@image_size", "mode": "area"},
+        {"_target_": "EnsureTyped", "keys": "image", "dtype": "$torch.float32", "track_meta": False},
+    ]
+    return transforms
+
+
+POSTPROCESSING = {
+    "_target_": "Compose",
+    "transforms": [
+        {"_target_": "Activationsd", "keys": "pred", "softmax": True},
+        {"_target_": "CopyItemsd", "keys": "pred", "names": "prob"},
+        {"_target_": "AsDiscreted", "keys": ["pred", "label"], "argmax": [True, False], "to_onehot": "$[@num_classes, @num_classes]"},
+    ],
+}
+
+
+def accuracy_metric() -> dict[str, Any]:
+    return {"_target_": "ignite.metrics.Accuracy", "output_transform": "$monai.handlers.from_engine(['pred', 'label'])"}
+
+
+def train_config(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    random_transforms = []
+    if spec["augment"]:
+        random_transforms = [
+            {"_target_": "RandFlipd", "keys": "image", "prob": 0.5, "spatial_axis": 0},
+            {"_target_": "RandFlipd", "keys": "image", "prob": 0.5, "spatial_axis": 1},
+            {"_target_": "RandRotated", "keys": "image", "range_x": "$np.deg2rad(20.0)", "prob": 0.5, "padding_mode": "border"},
+        ]
+    config = common_ids(name, spec)
+    config.update(
+        {
+            "batch_size": spec["batch_size"],
+            "max_epochs": spec["max_epochs"],
+            "patience": spec["patience"],
+            "learning_rate": spec["learning_rate"],
+            "lr_decay": spec["lr_decay"],
+            "momentum": spec["momentum"],
+            "val_fraction": 0.2,
+            "val_interval": 1,
+            "num_workers": 0,
+            "loss": {"_target_": "torch.nn.CrossEntropyLoss"},
+            "optimizer": {
+                "_target_": "torch.optim.SGD",
+                "params": "$@network.parameters()",
+                "lr": "@learning_rate",
+                "momentum": "@momentum",
+                "nesterov": "$@momentum > 0",
+            },
+            "lr_scheduler": {
+                "_target_": "torch.optim.lr_scheduler.LambdaLR",
+                "_desc_": "Keras-style time decay per iteration: lr / (1 + lr_decay * iteration)",
+                "optimizer": "@optimizer",
+                "lr_lambda": "$lambda iteration: 1.0 / (1.0 + @lr_decay * iteration)",
+            },
+            "data": {
+                "training_items": "$monai_adv.datalist.load_datalist(@datalist_file, 'training', num_classes=@num_classes)",
+                "train_val_split": "$monai_adv.datalist.carve_validation(@data#training_items, fraction=@val_fraction, seed=@seed)",
+            },
+            "train": {
+                "deterministic_transforms": load_transforms(with_label=True),
+                "random_transforms": random_transforms,
+                "preprocessing": {
+                    "_target_": "Compose",
+                    "transforms": "$@train#deterministic_transforms + @train#random_transforms",
+                },
+                "dataset": {
+                    "_target_": "CacheDataset",
+                    "data": "$@data#train_val_split[0]",
+                    "transform": "@train#preprocessing",
+                    "cache_rate": 1.0,
+                    "num_workers": "@num_workers",
+                    "progress": False,
+                },
+                "dataloader": {
+                    "_target_": "DataLoader",
+                    "dataset": "@train#dataset",
+                    "batch_size": "@batch_size",
+                    "shuffle": True,
+                    "num_workers": "@num_workers",
+                },
+                "inferer": {"_target_": "SimpleInferer"},
+                "postprocessing": POSTPROCESSING,
+                "handlers": [
+                    {"_target_": "LrScheduleHandler", "lr_scheduler": "@lr_scheduler", "epoch_level": False, "print_lr": False},
+                    {"_target_": "ValidationHandler", "validator": "@validate#evaluator", "epoch_level": True, "interval": "@val_interval"},
+                    {
+                        "_target_": "StatsHandler",
+                        "tag_name": "train_loss",
+                        "iteration_log": False,
+                        "output_transform": "$monai.handlers.from_engine(['loss'], first=True)",
+                    },
+                    {
+                        "_target_": "TensorBoardStatsHandler",
+                        "log_dir": "$os.path.join(@output_dir, 'tensorboard')",
+                        "tag_name": "train_loss",
+                        "output_transform": "$monai.handlers.from_engine(['loss'], first=True)",
+                    },
+                    {"_target_": "ignite.handlers.ProgressBar", "persist": False},
+                ],
+                "key_metric": {"train_accuracy": accuracy_metric()},
+                "trainer": {
+                    "_target_": "SupervisedTrainer",
+                    "max_epochs": "@max_epochs",
+                    "device": "@device",
+                    "train_data_loader": "@train#dataloader",
+                    "network": "@network",
+                    "loss_function": "@loss",
+                    "optimizer": "@optimizer",
+                    "inferer": "@train#inferer",
+                    "postprocessing": "@train#postprocessing",
+                    "key_train_metric": "@train#key_metric",
+                    "train_handlers": "@train#handlers",
+                    "amp": False,
+                },
+            },
+            "validate": {
+                "preprocessing": {"_target_": "Compose", "transforms": "%train#deterministic_transforms"},
+                "dataset": {
+                    "_target_": "CacheDataset",
+                    "data": "$@data#train_val_split[1]",
+                    "transform": "@validate#preprocessing",
+                    "cache_rate": 1.0,
+                    "num_workers": "@num_workers",
+                    "progress": False,
+                },
+                "dataloader": {
+                    "_target_": "DataLoader",
+                    "dataset": "@validate#dataset",
+                    "batch_size": "@batch_size",
+                    "shuffle": False,
+                    "num_workers": "@num_workers",
+                },
+                "inferer": {"_target_": "SimpleInferer"},
+                "postprocessing": "%train#postprocessing",
+                "early_stop": {
+                    "_target_": "EarlyStopHandler",
+                    "_desc_": "patience in validation rounds without a better validation accuracy; trainer set in run",
+                    "patience": "@patience",
+                    "score_function": "$lambda engine: engine.state.metrics['val_accuracy']",
+                    "epoch_level": True,
+                },
+                "handlers": [
+                    "@validate#early_stop",
+                    {"_target_": "StatsHandler", "iteration_log": False},
+                    {
+                        "_target_": "TensorBoardStatsHandler",
+                        "log_dir": "$os.path.join(@output_dir, 'tensorboard')",
+                        "iteration_log": False,
+                    },
+                    {
+                        "_target_": "CheckpointSaver",
+                        "_desc_": "keeps the weights of the best validation accuracy at ckpt_path",
+                        "save_dir": "$os.path.dirname(@ckpt_path)",
+                        "save_dict": {"model": "@network"},
+                        "save_key_metric": True,
+                        "key_metric_filename": "$os.path.basename(@ckpt_path)",
+                    },
+                ],
+                "key_metric": {"val_accuracy": accuracy_metric()},
+                "evaluator": {
+                    "_target_": "SupervisedEvaluator",
+                    "device": "@device",
+                    "val_data_loader": "@validate#dataloader",
+                    "network": "@network",
+                    "inferer": "@validate#inferer",
+                    "postprocessing": "@validate#postprocessing",
+                    "key_val_metric": "@validate#key_metric",
+                    "val_handlers": "@validate#handlers",
+                    "amp": False,
+                },
+            },
+            "initialize": ["$monai.utils.set_determinism(seed=@seed)"],
+            "run": ["$@validate#early_stop.set_trainer(@train#trainer)", "$@train#trainer.run()"],
+            "finalize": [],
+        }
+    )
+    return config
+
+
+def evaluate_config() -> dict[str, Any]:
+    """Overlay on train.json: the test split, the trained checkpoint, metrics to ``output_dir/metrics.json``."""
+    return {
+        "data#test_items": "$monai_adv.datalist.load_datalist(@datalist_file, 'test', num_classes=@num_classes)",
+        "validate#dataset#data": "@data#test_items",
+        "validate#key_metric": {"test_accuracy": accuracy_metric()},
+        "validate#handlers": [
+            {
+                "_target_": "CheckpointLoader",
+                "load_path": "@ckpt_path",
+                "load_dict": {"model": "@network"},
+                "map_location": "@device",
+            },
+            {"_target_": "StatsHandler", "iteration_log": False},
+            {
+                "_target_": "monai_adv.handlers.ClassificationMetricsWriter",
+                "output_dir": "@output_dir",
+                "class_names": "@class_names",
+                "filename": "metrics.json",
+            },
+            {
+                "_target_": "monai_adv.handlers.PredictionCSVWriter",
+                "output_dir": "@output_dir",
+                "class_names": "@class_names",
+                "filename": "test_predictions.csv",
+            },
+        ],
+        "initialize": ["$monai.utils.set_determinism(seed=@seed)"],
+        "run": ["$@validate#evaluator.run()"],
+        "finalize": [],
+    }
+
+
+def inference_config(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    config = common_ids(name, spec)
+    config.update(
+        {
+            "input_path": "@datalist_file",
+            "input_key": "test",
+            "batch_size": 8,
+            "num_workers": 0,
+            "data": "$monai_adv.datalist.load_inference_items(@input_path, @input_key)",
+            "preprocessing": {"_target_": "Compose", "transforms": load_transforms(with_label=False)},
+            "dataset": {"_target_": "Dataset", "data": "@data", "transform": "@preprocessing"},
+            "dataloader": {
+                "_target_": "DataLoader",
+                "dataset": "@dataset",
+                "batch_size": "@batch_size",
+                "shuffle": False,
+                "num_workers": "@num_workers",
+            },
+            "inferer": {"_target_": "SimpleInferer"},
+            "postprocessing": {
+                "_target_": "Compose",
+                "transforms": [
+                    {"_target_": "Activationsd", "keys": "pred", "softmax": True},
+                    {"_target_": "CopyItemsd", "keys": "pred", "names": "prob"},
+                ],
+            },
+            "handlers": [
+                {
+                    "_target_": "CheckpointLoader",
+                    "load_path": "@ckpt_path",
+                    "load_dict": {"model": "@network"},
+                    "map_location": "@device",
+                },
+                {"_target_": "StatsHandler", "iteration_log": False},
+                {
+                    "_target_": "monai_adv.handlers.PredictionCSVWriter",
+                    "output_dir": "@output_dir",
+                    "class_names": "@class_names",
+                    "filename": "predictions.csv",
+                },
+            ],
+            "evaluator": {
+                "_target_": "SupervisedEvaluator",
+                "device": "@device",
+                "val_data_loader": "@dataloader",
+                "network": "@network",
+                "inferer": "@inferer",
+                "postprocessing": "@postprocessing",
+                "val_handlers": "@handlers",
+                "amp": False,
+            },
+            "initialize": ["$monai.utils.set_determinism(seed=@seed)"],
+            "run": ["$@evaluator.run()"],
+            "finalize": [],
+        }
+    )
+    return config
+
+
+def multi_gpu_config() -> dict[str, Any]:
+    """Overlay on train.json for ``torchrun``: DDP, distributed samplers, rank-0 logging and checkpoints.
+
+    NCCL on GPUs, gloo on CPUs. Every rank keeps the LR schedule, validation and early stopping (the validation
+    accuracy is reduced across ranks by Ignite, so all ranks stop together); only rank 0 logs and saves.
+    """
+    return {
+        "device": "$torch.device(f\"cuda:{os.environ['LOCAL_RANK']}\" if torch.cuda.is_available() else 'cpu')",
+        "network": {
+            "_target_": "torch.nn.parallel.DistributedDataParallel",
+            "module": "$@network_def.to(@device)",
+            "device_ids": "$[@device] if torch.cuda.is_available() else None",
+        },
+        "train#sampler": {"_target_": "DistributedSampler", "dataset": "@train#dataset", "even_divisible": True, "shuffle": True},
+        "train#dataloader#sampler": "@train#sampler",
+        "train#dataloader#shuffle": False,
+        "train#trainer#train_handlers": "$@train#handlers if dist.get_rank() == 0 else @train#handlers[:2]",
+        "validate#sampler": {"_target_": "DistributedSampler", "dataset": "@validate#dataset", "even_divisible": False, "shuffle": False},
+        "validate#dataloader#sampler": "@validate#sampler",
+        "validate#evaluator#val_handlers": "$@validate#handlers if dist.get_rank() == 0 else [@validate#early_stop]",
+        "initialize": [
+            "$import torch.distributed as dist",
+            "$dist.is_initialized() or dist.init_process_group(backend='nccl' if torch.cuda.is_available() else 'gloo')",
+            "$torch.cuda.set_device(@device) if torch.cuda.is_available() else None",
+            "$monai.utils.set_determinism(seed=@seed)",
+        ],
+        "run": ["$@validate#early_stop.set_trainer(@train#trainer)", "$@train#trainer.run()"],
+        "finalize": ["$dist.is_initialized() and dist.destroy_process_group()"],
+    }
+
+
+def demo_config(spec: dict[str, Any]) -> dict[str, Any]:
+    """Overlay for every config of the bundle: generated demo data, the CPU profile, outputs kept in output_dir."""
+    return {
+        "demo_cache_dir": None,
+        "datalist_file": f"$monai_adv.demo.ensure_demo_data('{spec['demo_dataset']}', @demo_cache_dir)",
+        "dataset_dir": "$os.path.dirname(@datalist_file)",
+        "ckpt_path": "$os.path.join(@output_dir, 'models', 'model.pt')",
+        **DEMO,
+        "image_size": [DEMO["image_size"], DEMO["image_size"]],
+    }
+
+
+def metadata(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    size = [spec["image_size"], spec["image_size"]]
+    intensity = spec["intensity_transform"]["_desc_"]
+    return {
+        "schema": SCHEMA_URL,
+        "version": VERSION,
+        "changelog": {VERSION: "initial release: the VGG16 of Joel et al. 2022 with a CPU demo profile on generated data"},
+        "monai_version": "1.6.1",
+        "pytorch_version": "2.13.0",
+        "numpy_version": "2.4.6",
+        "required_packages_version": {
+            "monai_adv": "0.1.0",
+            "pytorch-ignite": "0.5.5",
+            "torchattacks": "3.5.1",
+            "pydicom": "3.0.2",
+            "nibabel": "5.4.2",
+            "tensorboard": "2.20.0",
+        },
+        "name": spec["title"],
+        "task": f"{spec['title']}: {' vs '.join(spec['class_names'])}, with adversarial-robustness evaluation",
+        "description": (
+            f"VGG16 classifier of Joel et al. (2022) for {spec['data_set']} crops, trained with SGD as in the paper's "
+            f"Table S3. Inputs are scaled to [0, 1] ({intensity}) and normalised inside the network, so attack "
+            "epsilons are in [0, 1] units for every bundle. configs/demo.json runs everything on generated demo data "
+            "on a CPU."
+        ),
+        "authors": "monai-adv contributors",
+        "copyright": "Copyright (c) monai-adv contributors",
+        "data_source": f"{spec['data_set']}; prepare it with {spec['prepare']} (see docs/README.md)",
+        "data_type": spec["data_type"],
+        "image_classes": f"one channel per input channel ({spec['in_channels']}), intensity in [0, 1]",
+        "label_classes": ", ".join(f"{i}: {c}" for i, c in enumerate(spec["class_names"])),
+        "pred_classes": ", ".join(f"{i}: {c}" for i, c in enumerate(spec["class_names"])),
+        "intended_use": (
+            "Research on adversarial robustness of medical image classifiers. Not a medical device; not for "
+            "clinical diagnosis."
+        ),
+        "references": [PAPER],
+        "network_data_format": {
+            "inputs": {
+                "image": {
+                    "type": "image",
+                    "format": "hounsfield" if spec["native_units"] == "HU" else "magnitude",
+                    "modality": spec["modality"],
+                    "num_channels": spec["in_channels"],
+                    "spatial_shape": size,
+                    "dtype": "float32",
+                    "value_range": [0, 1],
+                    "is_patch_data": False,
+                    "channel_def": {str(i): intensity for i in range(spec["in_channels"])},
+                }
+            },
+            "outputs": {
+                "pred": {
+                    "type": "logits",
+                    "format": "classes",
+                    "num_channels": len(spec["class_names"]),
+                    "spatial_shape": [len(spec["class_names"])],
+                    "dtype": "float32",
+                    "value_range": [],
+                    "is_patch_data": False,
+                    "channel_def": {str(i): c for i, c in enumerate(spec["class_names"])},
+                }
+            },
+        },
+    }
+
+
+def large_files() -> str:
+    return (
+        "# Large files of this bundle, fetched with\n"
+        "#   python -m monai.bundle download_large_files --bundle_path <this bundle>\n"
+        "# No trained weights are published: train with configs/train.json. The entry below is torchvision's ImageNet\n"
+        "# VGG16, the paper's starting point; use it with --pretrained_path models/vgg16_imagenet.pth (2-D bundles at\n"
+        "# full width only; only the convolutions are loaded).\n"
+        "large_files:\n"
+        '  - path: "models/vgg16_imagenet.pth"\n'
+        '    url: "https://download.pytorch.org/models/vgg16-397923af.pth"\n'
+    )
+
+
+def docs_readme(name: str, spec: dict[str, Any]) -> str:
+    paper = spec["paper"]
+    classes = ", ".join(f"`{i}` {c}" for i, c in enumerate(spec["class_names"]))
+    rows = [f"| clean test accuracy (Table S5 / Results) | {paper['clean']} |"]
+    rows.append(f"| accuracy under PGD, epsilon 0.004 (Table 1) | {paper['pgd_0.004']} |")
+    if "table_s5_adv_pgd" in paper:
+        rows.append(f"| adversarially trained, PGD at epsilon 0.003 (Table S5) | {paper['table_s5_adv_pgd']} |")
+        rows.append(f"| accuracy after referring the 20% most sensitive images (Table 2) | {paper['triage_retained']} |")
+    table = "\n".join(rows)
+    s = spec
+    return f"""# {s['title']}
+
+A MONAI bundle of [monai-adv](../../../README.md): the VGG16 classifier of Joel et al. (JCO Clinical Cancer
+Informatics 2022) for {s['data_set']}, trained, evaluated and run in inference with MONAI, ready for adversarial
+attack sweeps, adversarial training and sensitivity triage.
+
+## Data
+- Source: {s['data_set']}. Convert the publisher's files with `python {s['prepare']} --source <downloaded folder> --output <dataset_dir>`;
+  it writes `datalist.json` (a MONAI data list of crops with label and pseudonymised patient id) and the crops. The
+  split is 2:1 train:test **by patient**, classes balanced, seeded. A validation split (20 %) is carved from the
+  training side, by patient, for early stopping and checkpoint choice; the test split is never used for either.
+- Classes: {classes}.
+- Demo data: `configs/demo.json` generates a small data set in the real file formats on first use (cached under
+  `$MONAI_ADV_DEMO_DIR` or `~/.cache/monai_adv/demo`; override with `--demo_cache_dir`).
+
+## Preprocessing
+- Loading: `monai_adv.transforms.LoadCropd` reads DICOM (rescale slope/intercept applied), NIfTI or PNG; a missing
+  or corrupt file, NaN pixels or a label outside the classes raise one error naming the item.
+- Intensity to [0, 1]: {s['intensity_transform']['_desc_']}. Native units: {s['native_units']}.
+- Resized to {s['image_size']} x {s['image_size']} (`image_size`); {'training augmentation as the paper: flips on both axes and rotations within +-20 degrees.' if s['augment'] else 'no augmentation (as the paper for this control).'}
+- The network normalises its [0, 1] input itself (mean 0.5, std 0.25), so attacks and their epsilon work in [0, 1].
+
+## Model and training
+`monai_adv.networks.PaperVGG16` (Table S2: 13 conv layers, FC 4096 -> 1024 -> {len(s['class_names'])}). SGD as Table S3:
+lr {s['learning_rate']}, decay {s['lr_decay']}, momentum {s['momentum']} (Nesterov when > 0), batch {s['batch_size']},
+at most {s['max_epochs']} epochs, early stopping with patience {s['patience']} on validation accuracy; the best
+validation checkpoint is kept at `ckpt_path`.
+
+## Commands
+Run from the repository root (`monai_adv` installed):
+
+    python -m monai.bundle run --config_file "['bundles/{name}/configs/train.json']" --dataset_dir <dataset_dir>
+    python -m monai.bundle run --config_file "['bundles/{name}/configs/train.json','bundles/{name}/configs/evaluate.json']" --dataset_dir <dataset_dir>
+    python -m monai.bundle run --config_file bundles/{name}/configs/inference.json --input_path <folder or datalist.json>
+    torchrun --standalone --nnodes=1 --nproc_per_node=<N> -m monai.bundle run --config_file "['bundles/{name}/configs/train.json','bundles/{name}/configs/multi_gpu_train.json']"
+
+Add `'bundles/{name}/configs/demo.json'` as the last config file (and `--output_dir <dir>`) to run on the demo data
+with the CPU profile (32 x 32 images, VGG16 at 1/8 width, at most {DEMO['max_epochs']} epochs).
+Outputs: `metrics.json` (accuracy, ROC AUC, confusion matrix) and `test_predictions.csv` from evaluate,
+`predictions.csv` from inference, TensorBoard logs in `output_dir/tensorboard`.
+
+## Intended use
+Research on the adversarial robustness of medical image classifiers. Not a medical device. Bundle configs execute
+code (MONAI `$` expressions): run only bundles you trust.
+
+## The paper's figures ({s['data_set']}, full VGG16; ours depend on your data)
+| quantity | paper (%) |
+|---|---|
+{table}
+
+## Reference
+{PAPER}
+"""
+
+
+def render(root: Path = ROOT) -> dict[Path, str]:
+    """All bundle files as ``{path: text}``."""
+    files: dict[Path, str] = {}
+
+    def dump(obj: Any) -> str:
+        return json.dumps(obj, indent=4) + "\n"
+
+    for name, spec in SPECS.items():
+        base = root / "bundles" / name
+        configs = base / "configs"
+        files[configs / "metadata.json"] = dump(metadata(name, spec))
+        files[configs / "train.json"] = dump(train_config(name, spec))
+        files[configs / "evaluate.json"] = dump(evaluate_config())
+        files[configs / "inference.json"] = dump(inference_config(name, spec))
+        files[configs / "multi_gpu_train.json"] = dump(multi_gpu_config())
+        files[configs / "demo.json"] = dump(demo_config(spec))
+        files[configs / "logging.conf"] = (TEMPLATE / "logging.conf").read_text()
+        files[base / "LICENSE"] = (TEMPLATE / "LICENSE").read_text()
+        files[base / "large_files.yml"] = large_files()
+        files[base / "docs" / "README.md"] = docs_readme(name, spec)
+    return files
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="only compare; exit 1 if a bundle file differs")
+    args = parser.parse_args(argv)
+    files = render()
+    stale = [p for p, text in files.items() if not p.is_file() or p.read_text() != text]
+    if args.check:
+        for p in stale:
+            print(f"differs from scripts/render_bundles.py: {p.relative_to(ROOT)}")
+        return 1 if stale else 0
+    for p in stale:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(files[p])
+    print(f"wrote {len(stale)} of {len(files)} bundle files")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
