@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from monai_adv.io import DataError  # noqa: E402
-from monai_adv.prepare import cbis_ddsm, summarise  # noqa: E402
+from monai_adv.io import DataError
+from monai_adv.prepare import cbis_ddsm, summarise
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,19 +1,19 @@
-"""Prepare CIFAR-10 (binary version) into PNG images and a data list: ``python scripts/prepare_cifar10.py --source DIR --output DIR``."""
+"""Prepare CIFAR-10 (binary version) into PNG images and a data list.
+
+``python scripts/prepare_cifar10.py --source DIR --output DIR [--seed 0] [--limit-per-split N]``
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from monai_adv.io import DataError  # noqa: E402
-from monai_adv.prepare import cifar10, summarise  # noqa: E402
+from monai_adv.io import DataError
+from monai_adv.prepare import cifar10, summarise
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", required=True, help="cifar-10-batches-bin or the folder holding it")
     parser.add_argument("--output", required=True, help="output folder (images/ and datalist.json)")
     parser.add_argument("--seed", type=int, default=0)

@@ -100,7 +100,7 @@ SPECS: dict[str, dict[str, Any]] = {
         "demo_dataset": "brain_lesion_mri",
         "modality": "MR",
         "data_type": "nibabel",
-        "class_names": ["benign", "malignant"],
+        "class_names": ["no_tumor", "tumor"],
         "in_channels": 1,
         "image_size": 224,
         "intensity_transform": percentiles("robust scaling: 0.5th percentile to 0, 99.5th to 1, clipped"),

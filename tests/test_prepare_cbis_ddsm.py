@@ -31,7 +31,8 @@ def make_cbis_case(root, writer, kind, official, patient, side, view, box, patho
     ``layout``: "swapped" (mask 1-1.dcm, cropped 1-2.dcm in one ROI series), "series" (mask and cropped image in two
     series folders) or "direct" (the CSV paths name the files as they lie on disk).
     """
-    base = f"{'Mass' if kind == 'mass' else 'Calc'}-{'Training' if official == 'training' else 'Test'}_{patient}_{side}_{view}"
+    prefix = f"{'Mass' if kind == 'mass' else 'Calc'}-{'Training' if official == 'training' else 'Test'}"
+    base = f"{prefix}_{patient}_{side}_{view}"
     tree = root / "CBIS-DDSM"
     full_dir = tree / base / "07-20-2016-DDSM-74994" / "1.000000-full mammogram images-24515"
     roi_dir = tree / f"{base}_1" / "07-21-2016-DDSM-09887" / "1.000000-ROI mask images-18018"
@@ -43,7 +44,8 @@ def make_cbis_case(root, writer, kind, official, patient, side, view, box, patho
     mask = np.zeros(SHAPE, np.uint16)
     mask[r0 : r1 + 1, c0 : c1 + 1] = 255
     tags = {"Modality": "MG", "PatientID": base, "SOPClassUID": MG}
-    full = writer(full_dir / "1-1.dcm", image, PhotometricInterpretation="MONOCHROME1" if mono1 else "MONOCHROME2", **tags)
+    photometric = "MONOCHROME1" if mono1 else "MONOCHROME2"
+    full = writer(full_dir / "1-1.dcm", image, PhotometricInterpretation=photometric, **tags)
     cropped_pixels = image[r0 : r1 + 1, c0 : c1 + 1]
     if layout == "series":
         mask_path = writer(roi_dir / "1-1.dcm", mask, **tags)
@@ -55,7 +57,8 @@ def make_cbis_case(root, writer, kind, official, patient, side, view, box, patho
     if layout == "direct":
         paths = [p.relative_to(root).as_posix() for p in (full, crop_path, mask_path)]
     else:
-        paths = [f"{base}/{uid}1/{uid}2/000000.dcm", f"{base}_1/{uid}3/{uid}4/000000.dcm", f"{base}_1/{uid}3/{uid}4/000001.dcm\n"]
+        roi = f"{base}_1/{uid}3/{uid}4"
+        paths = [f"{base}/{uid}1/{uid}2/000000.dcm", f"{roi}/000000.dcm", f"{roi}/000001.dcm\n"]
     row = dict.fromkeys(HEADERS[kind], "x")
     row.update({
         "patient_id": patient, "left or right breast": side, "image view": view, "abnormality id": "1",
@@ -170,10 +173,12 @@ def test_crop_margin_border_and_monochrome1(tmp_path, prepare_dicom_writer):
 
 
 def test_missing_image(tmp_path, prepare_dicom_writer):
+    """Errors name a row's first line: the first data row spans lines 2-3 (its ROI path ends in a quoted newline,
+    as in the published CSVs), so the second row starts on line 4."""
     rows = make_cbis_source(tmp_path, prepare_dicom_writer, patients=2)
     rows[("calc", "training")][1]["image file path"] = "Calc-Training_P_09999_LEFT_CC/1.2/1.3/000000.dcm"
     write_cbis_csvs(tmp_path, rows)
-    with pytest.raises(DataError, match=r"calc_case_description_train_set\.csv line 3: full mammogram not found"):
+    with pytest.raises(DataError, match=r"calc_case_description_train_set\.csv line 4: full mammogram not found"):
         cbis_ddsm.prepare(tmp_path, tmp_path / "out")
 
 
@@ -181,7 +186,7 @@ def test_corrupt_dicom(tmp_path, prepare_dicom_writer):
     make_cbis_source(tmp_path, prepare_dicom_writer, patients=2)
     (full,) = (tmp_path / "CBIS-DDSM" / "Mass-Training_P_00002_LEFT_CC").rglob("1-1.dcm")
     full.write_bytes(np.random.default_rng(0).bytes(500))
-    with pytest.raises(DataError, match=r"mass_case_description_train_set\.csv line 3 \(.*1-1\.dcm\): not a readable"):
+    with pytest.raises(DataError, match=r"mass_case_description_train_set\.csv line 4 \(.*1-1\.dcm\): not a readable"):
         cbis_ddsm.prepare(tmp_path, tmp_path / "out")
 
 

@@ -53,7 +53,8 @@ def lidc_xml(series_uid, nodules, num_readers=4):
             "</unblindedReadNodule>"
             "<nonNodule><nonNoduleID>x</nonNoduleID><imageZposition>-5.0</imageZposition></nonNodule>"
         )
-        sessions.append(f"<readingSession><servicingRadiologistID>{reader}</servicingRadiologistID>{''.join(marks)}</readingSession>")
+        reader_id = f"<servicingRadiologistID>{reader}</servicingRadiologistID>"
+        sessions.append(f"<readingSession>{reader_id}{''.join(marks)}</readingSession>")
     return (
         '<?xml version="1.0" encoding="UTF-8"?>\n<LidcReadMessage xmlns="http://www.nih.gov" uid="1">'
         f"<ResponseHeader><SeriesInstanceUid>{series_uid}</SeriesInstanceUid></ResponseHeader>{''.join(sessions)}"
@@ -237,6 +238,7 @@ def test_ct_small_passes_the_slice_reader(tmp_path):
     folder.mkdir()
     shutil.copy(pydicom.data.get_testdata_file("CT_small.dcm"), folder / "000001")
     (folder / "notes.txt").write_text("not dicom")
+    (tmp_path / "LICENSE").write_text("not dicom either, and without a suffix")
     series = lidc.index_dicom_tree(tmp_path)
     assert len(series) == 1
     (ct,) = series.values()
@@ -264,6 +266,30 @@ def test_missing_series(tmp_path, prepare_dicom_writer):
         lidc.prepare(tmp_path / "src", tmp_path / "out")
     datalist = json.loads(lidc.prepare(tmp_path / "src", tmp_path / "out", skip_missing_series=True).read_text())
     assert len(all_items(datalist)) == 2
+
+
+def test_second_xml_of_a_series_is_ignored(tmp_path, prepare_dicom_writer):
+    nodules = [nodule(20, 20, 1, [1]), nodule(40, 40, 2, [5])]
+    folder = make_lidc_series(tmp_path / "src", prepare_dicom_writer, "A", nodules)
+    (folder / "zz_copy.xml").write_text((folder / "069.xml").read_text())
+    datalist = json.loads(lidc.prepare(tmp_path / "src", tmp_path / "out").read_text())
+    assert sorted(i["malignancy"] for i in all_items(datalist)) == [1.0, 5.0]
+
+
+def test_positions_are_needed_only_for_annotated_series(tmp_path, prepare_dicom_writer):
+    make_lidc_series(tmp_path / "src", prepare_dicom_writer, "A", [nodule(20, 20, 1, [1]), nodule(40, 40, 2, [5])])
+    radiograph = dict(Modality="DX", PatientID="A", SeriesInstanceUID="7.7.7")
+    prepare_dicom_writer(tmp_path / "src" / "A" / "dx" / "1-1.dcm", np.zeros((8, 8), np.uint16), **radiograph)
+    assert len(all_items(json.loads(lidc.prepare(tmp_path / "src", tmp_path / "out").read_text()))) == 2
+    (tmp_path / "src" / "A" / "dx" / "dx.xml").write_text(lidc_xml("7.7.7", [nodule(2, 2, 1, [5])]))
+    with pytest.raises(DataError, match=r"1-1\.dcm: DICOM slice has neither ImagePositionPatient nor SliceLocation"):
+        lidc.prepare(tmp_path / "src", tmp_path / "out")
+
+
+def test_series_without_patient_id(tmp_path, prepare_dicom_writer):
+    make_lidc_series(tmp_path / "src", prepare_dicom_writer, "", [nodule(20, 20, 1, [1])])
+    with pytest.raises(DataError, match=r"1-001: CT series .* has no PatientID"):
+        lidc.prepare(tmp_path / "src", tmp_path / "out")
 
 
 def test_nodule_outside_the_series(tmp_path, prepare_dicom_writer):

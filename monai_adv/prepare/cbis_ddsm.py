@@ -16,8 +16,8 @@ Rules:
   ``ROI mask file path`` and ``cropped image file path`` columns (the two are swapped in some rows): the one whose size
   (Rows x Columns) equals the full mammogram's, preferring the ROI column's direct path. No such file is an error.
 - Crop: the bounding box of the mask's foreground (pixels above the mask's minimum), a square of side
-  ``max(min_side, ceil(margin * the box's larger side))`` (defaults 1.2 and 32 pixels) centred on the box centre, shifted
-  to lie inside the image and shrunk to the image's smaller side if larger. No padding, no resizing.
+  ``max(min_side, ceil(margin * the box's larger side))`` (defaults 1.2 and 32 pixels) centred on the box centre,
+  shifted to lie inside the image and shrunk to the image's smaller side if larger. No padding, no resizing.
 - Intensities are native (stored * RescaleSlope + RescaleIntercept, MONOCHROME1 inverted so brighter means denser),
   written as float32 2-D NIfTI with the DICOM pixel spacing (1 mm when absent).
 - The patient is the CSV ``patient_id`` (``P_00001``, shared across breasts, views, mass/calc and official splits),
@@ -31,7 +31,6 @@ Rules:
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from collections.abc import Callable
@@ -41,7 +40,14 @@ import numpy as np
 
 from monai_adv.datalist import balance_classes, pseudonymise
 from monai_adv.io import DataError, image_format, read_dicom
-from monai_adv.prepare.common import IMAGES_DIR, balance_and_split, finish_datalist, write_pending_crops
+from monai_adv.prepare.common import (
+    IMAGES_DIR,
+    Item,
+    balance_and_split,
+    finish_datalist,
+    read_csv_rows,
+    write_pending_crops,
+)
 
 __all__ = ["CLASSES", "CSV_FILES", "PATHOLOGY_LABELS", "resolve_dicom", "mask_crop_box", "prepare"]
 
@@ -63,30 +69,6 @@ COLUMNS = (
     "cropped image file path",
     "roi mask file path",
 )
-Item = dict
-
-
-def _column(name: str) -> str:
-    return " ".join(name.strip().lower().replace("_", " ").split())
-
-
-def _read_rows(path: Path) -> list[tuple[int, dict[str, str]]]:
-    """``(line number, row)`` pairs with normalised column names."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            header = [_column(c) for c in (reader.fieldnames or [])]
-            missing = [c for c in COLUMNS if c not in header]
-            if reader.fieldnames and missing:
-                raise DataError(f"{path}: missing column(s) {missing}")
-            rows = []
-            for row in reader:
-                values = {_column(k): (v or "").strip() for k, v in row.items() if k is not None}
-                if any(values.values()):
-                    rows.append((reader.line_num, values))
-            return rows
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise DataError(f"{path}: cannot read the CSV: {e}") from e
 
 
 def _folder_index(source_dir: Path) -> dict[str, list[Path]]:
@@ -292,7 +274,7 @@ def prepare(
     for path in csvs:
         kind, official = CSV_FILES[path.name.lower()]
         roots = list(dict.fromkeys([source_dir, path.parent]))
-        for line, row in _read_rows(path):
+        for line, row in read_csv_rows(path, COLUMNS):
             items.append(_row_item(row, f"{path.name} line {line}", kind, official, roots, index))
     if not items:
         raise DataError(f"{source_dir}: the CBIS-DDSM CSVs list no abnormality; nothing to prepare")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import random
@@ -25,6 +26,7 @@ __all__ = [
     "write_pending_crops",
     "balance_and_split",
     "subset_indices",
+    "read_csv_rows",
     "summarise",
 ]
 
@@ -33,7 +35,7 @@ Item = dict[str, Any]
 
 
 def square_crop(image: np.ndarray, centre_row: int, centre_col: int, size: int, fill: float = 0.0) -> np.ndarray:
-    """A ``size x size`` patch of a 2-D ``image`` whose pixel ``(size // 2, size // 2)`` is ``(centre_row, centre_col)``.
+    """A ``size x size`` patch of a 2-D ``image``; its pixel ``(size // 2, size // 2)`` is ``(centre_row, centre_col)``.
 
     Parts of the patch outside the image are filled with ``fill``; the dtype of ``image`` is kept.
     """
@@ -109,6 +111,34 @@ def write_pending_crops(items: Sequence[Item], output_dir: str | os.PathLike, in
         save_nifti_2d(Path(output_dir) / item["image"], array, spacing, integer=integer)
         written.append({k: v for k, v in item.items() if not k.startswith("_")})
     return written
+
+
+def _column(name: str) -> str:
+    return " ".join(name.strip().lower().replace("_", " ").split())
+
+
+def read_csv_rows(path: str | os.PathLike, required: Sequence[str] = ()) -> list[tuple[int, dict[str, str]]]:
+    """``(first line number, row)`` for every non-blank row of a CSV (quoted cells may span lines).
+
+    Column names are normalised (lower case, ``_`` read as a space, whitespace collapsed: ``patient_id`` becomes
+    ``patient id``) and cells stripped. A missing ``required`` column (normalised names) raises :class:`DataError`.
+    """
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            header = [_column(c) for c in (reader.fieldnames or [])]
+            missing = [c for c in required if c not in header]
+            if reader.fieldnames and missing:
+                raise DataError(f"{path}: missing column(s) {missing}")
+            rows, start = [], reader.line_num + 1
+            for row in reader:
+                values = {_column(k): (v or "").strip() for k, v in row.items() if k is not None}
+                if any(values.values()):
+                    rows.append((start, values))
+                start = reader.line_num + 1
+            return rows
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{path}: cannot read the CSV: {e}") from e
 
 
 def balance_and_split(

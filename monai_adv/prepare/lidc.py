@@ -22,18 +22,20 @@ Rules:
   (``ambiguous="exclude"``), or counted as ``"benign"`` or ``"malignant"``.
 - The crop is a square axial patch (default 64x64 pixels, ``crop_size``) in Hounsfield units
   (stored * RescaleSlope + RescaleIntercept), taken from the series slice whose z (ImagePositionPatient[2], else
-  SliceLocation) is nearest the nodule centre's z, centred on the nodule centre rounded to the nearest pixel (the
-  centre lands on pixel ``(crop_size // 2, crop_size // 2)``). Parts outside the slice are filled with -1024 HU. A centre
-  farther than ``max(2 mm, the median slice gap)`` from every slice, or outside the slice, is an error.
+  SliceLocation) is nearest the nodule centre's z, centred on the nodule centre rounded to the nearest pixel (halves
+  up; the centre lands on pixel ``(crop_size // 2, crop_size // 2)``). Parts outside the slice are filled with -1024 HU.
+  A centre farther than ``max(2 mm, the median slice gap)`` from every slice, or outside the slice, is an error.
 - The patient is the series' DICOM PatientID, stored only pseudonymised (``monai_adv.datalist.pseudonymise``); file
   names and ids are built from that pseudonym, a hash of the SeriesInstanceUID and the nodule's index. No source path
   is stored, since TCIA folder names carry the PatientID.
 - Classes ``["benign", "malignant"]``, balanced (seeded random undersampling), then split 2:1 train:test by patient.
-- An XML whose series is not in the DICOM tree is an error unless ``skip_missing_series=True``.
+- An XML whose series is not in the DICOM tree is an error unless ``skip_missing_series=True``; when two XML files
+  describe the same series, the first in path order is used and the other ignored (with a logged warning).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import statistics
@@ -66,6 +68,8 @@ __all__ = [
     "prepare",
 ]
 
+logger = logging.getLogger(__name__)
+
 CLASSES = ["benign", "malignant"]
 AMBIGUOUS_CHOICES = ("exclude", "benign", "malignant")
 PAD_HU = -1024.0
@@ -97,7 +101,7 @@ class CTSeries:
     z: list[float] = field(default_factory=list)
 
     def sort(self) -> None:
-        order = sorted(range(len(self.z)), key=lambda k: (self.z[k], str(self.files[k])))
+        order = sorted(range(len(self.z)), key=lambda k: (math.isnan(self.z[k]), self.z[k], str(self.files[k])))
         self.files = [self.files[k] for k in order]
         self.z = [self.z[k] for k in order]
 
@@ -125,28 +129,36 @@ class Reading:
 
 
 def _is_dicom_candidate(path: Path) -> bool:
+    """``.dcm``/``.dicom`` files always; files without a suffix (or with a numeric one) when they carry the DICM
+    marker; never hidden files or other suffixes."""
     if path.name.startswith("."):
         return False
+    if path.suffix.lower() in (".dcm", ".dicom"):
+        return True
     try:
-        return image_format(path) == "dicom"
-    except DataError:
+        if image_format(path) != "dicom":
+            return False
+        with open(path, "rb") as f:
+            return f.read(132)[128:] == b"DICM"
+    except (DataError, OSError):
         return False
 
 
-def _slice_z(ds, path: Path) -> float:
+def _slice_z(ds) -> float:
+    """ImagePositionPatient[2], else SliceLocation, else NaN (radiographs; an error only for an annotated series)."""
     position = getattr(ds, "ImagePositionPatient", None)
     if position is not None and len(position) == 3:
         return float(position[2])
     if getattr(ds, "SliceLocation", None) is not None:
         return float(ds.SliceLocation)
-    raise DataError(f"{path}: DICOM slice has neither ImagePositionPatient nor SliceLocation")
+    return math.nan
 
 
 def index_dicom_tree(source_dir: str | os.PathLike) -> dict[str, CTSeries]:
     """Read the headers of every DICOM file below ``source_dir`` and group them by SeriesInstanceUID.
 
-    Files with a DICOM-like name (``.dcm``, ``.dicom``, no suffix, or a numeric suffix) must be readable DICOM;
-    anything else (XML, text, hidden files) is skipped.
+    Every ``.dcm``/``.dicom`` file must be readable DICOM; files without a suffix (or with a numeric one) are read
+    when they carry the DICM marker at byte 128; anything else (XML, text, licence files, hidden files) is skipped.
     """
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -175,7 +187,7 @@ def index_dicom_tree(source_dir: str | os.PathLike) -> dict[str, CTSeries]:
                     shape=(int(getattr(ds, "Rows", 0) or 0), int(getattr(ds, "Columns", 0) or 0)),
                 )
             series[uid].files.append(path)
-            series[uid].z.append(_slice_z(ds, path))
+            series[uid].z.append(_slice_z(ds))
     for s in series.values():
         s.sort()
     return series
@@ -311,8 +323,10 @@ def _locate(series: CTSeries, centre: tuple[float, float, float], item: str) -> 
     """``(slice index, row, column)`` of the nodule centre, checked against the series' extent."""
     index, dz = series.nearest_slice(centre[2])
     if dz > max(2.0, series.slice_gap()):
-        raise DataError(f"{item}: nodule centre z={centre[2]:.1f} mm is {dz:.1f} mm from the nearest slice of its series")
-    row, col = int(round(centre[1])), int(round(centre[0]))
+        raise DataError(
+            f"{item}: nodule centre z={centre[2]:.1f} mm is {dz:.1f} mm from the nearest slice of its series"
+        )
+    row, col = math.floor(centre[1] + 0.5), math.floor(centre[0] + 0.5)
     rows, cols = series.shape
     if row < 0 or col < 0 or (rows and row >= rows) or (cols and col >= cols):
         raise DataError(f"{item}: nodule centre (row {row}, column {col}) is outside the {rows}x{cols} slice")
@@ -329,8 +343,17 @@ def _crop_job(
 
 
 def _nodule_items(
-    series: CTSeries, readings: list[Reading], crop_size: int, ambiguous: str, min_readers: int, group_distance_mm: float
+    series: CTSeries,
+    readings: list[Reading],
+    crop_size: int,
+    ambiguous: str,
+    min_readers: int,
+    group_distance_mm: float,
 ) -> list[dict]:
+    if not series.patient_id:
+        raise DataError(f"{series.files[0]}: CT series {series.uid} has no PatientID (needed to split by patient)")
+    if math.isnan(series.z[-1]):
+        raise DataError(f"{series.files[-1]}: DICOM slice has neither ImagePositionPatient nor SliceLocation")
     patient = pseudonymise(series.patient_id)
     series_hash = pseudonymise(series.uid)[:8]
     groups = group_readings(readings, series.spacing, group_distance_mm)
@@ -385,7 +408,12 @@ def prepare(
         raise DataError(f"{source_dir}: no LIDC XML annotation (LidcReadMessage) found; nothing to prepare")
     series = index_dicom_tree(source_dir)
     items: list[dict] = []
+    done: set[str] = set()
     for path, (uid, readings) in annotations:
+        if uid in done:
+            logger.warning("%s: a second XML for series %s, ignored (the first one in path order is used)", path, uid)
+            continue
+        done.add(uid)
         if uid not in series:
             if skip_missing_series:
                 continue

@@ -138,4 +138,6 @@ def prepare(
         sides[split] = items
     if not sides["training"] and not sides["test"]:
         raise DataError(f"{source_dir}: the MNIST files hold no images; nothing to prepare")
-    return finish_datalist(output_dir, "mnist", "photo", "uint8 grey level", CLASSES, sides["training"], sides["test"])
+    return finish_datalist(
+        output_dir, "mnist", "handwriting", "uint8 grey level", CLASSES, sides["training"], sides["test"]
+    )

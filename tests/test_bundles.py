@@ -1,0 +1,173 @@
+"""The five bundles: no drift from the renderer, MONAI's bundle tooling offline, and the demo runs end to end."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+from monai.bundle import ConfigParser, ckpt_export, verify_metadata, verify_net_in_out
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = ROOT / "monai_adv" / "resources" / "meta_schema_20240725.json"
+BUNDLES = sorted(p.name for p in (ROOT / "bundles").iterdir() if (p / "configs" / "metadata.json").is_file())
+MEDICAL = ["lung_nodule_ct_classification", "breast_lesion_mammography_classification", "brain_lesion_mri_classification"]
+ZOO_FILES = [
+    "configs/metadata.json", "configs/train.json", "configs/evaluate.json", "configs/inference.json",
+    "configs/multi_gpu_train.json", "configs/logging.conf", "configs/demo.json", "docs/README.md", "LICENSE",
+    "large_files.yml",
+]
+
+
+def configs(bundle: str, *names: str) -> list[str]:
+    return [str(ROOT / "bundles" / bundle / "configs" / f"{n}.json") for n in names]
+
+
+def test_five_bundles_with_the_zoo_layout():
+    assert BUNDLES == sorted(MEDICAL + ["mnist_digit_classification", "cifar10_object_classification"])
+    for bundle in BUNDLES:
+        missing = [f for f in ZOO_FILES if not (ROOT / "bundles" / bundle / f).is_file()]
+        assert not missing, f"{bundle} lacks {missing}"
+
+
+def test_bundles_match_the_renderer():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "render_bundles.py"), "--check"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_required_ids_in_every_config():
+    for bundle in BUNDLES:
+        for name in ("train", "inference"):
+            config = json.loads(Path(configs(bundle, name)[0]).read_text())
+            assert {"bundle_root", "dataset_dir", "output_dir", "ckpt_path", "device", "network_def"} <= set(config)
+            assert {"initialize", "run", "finalize"} <= set(config)
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_verify_metadata_offline(bundle, monkeypatch, tmp_path):
+    def no_network(*args, **kwargs):
+        raise AssertionError("verify_metadata tried to download the schema")
+
+    monkeypatch.setattr(urllib.request, "urlretrieve", no_network)
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    verify_metadata(meta_file=str(ROOT / "bundles" / bundle / "configs" / "metadata.json"), filepath=str(SCHEMA))
+
+
+def test_verify_metadata_rejects_a_broken_file(tmp_path):
+    meta = json.loads((ROOT / "bundles" / BUNDLES[0] / "configs" / "metadata.json").read_text())
+    del meta["network_data_format"]
+    (tmp_path / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="network_data_format"):
+        verify_metadata(meta_file=str(tmp_path / "metadata.json"), filepath=str(SCHEMA))
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_verify_net_in_out(bundle):
+    verify_net_in_out(
+        net_id="network_def",
+        meta_file=str(ROOT / "bundles" / bundle / "configs" / "metadata.json"),
+        config_file=configs(bundle, "inference"),
+        device="cpu",
+    )
+
+
+def test_ckpt_export_gives_torchscript_equal_to_the_network(tmp_path):
+    bundle = "lung_nodule_ct_classification"
+    files = configs(bundle, "inference", "demo")
+    parser = ConfigParser()
+    parser.read_config(files)
+    net = parser.get_parsed_content("network_def").eval()
+    torch.save(net.state_dict(), tmp_path / "model.pt")
+    ckpt_export(
+        net_id="network_def",
+        filepath=str(tmp_path / "model.ts"),
+        ckpt_file=str(tmp_path / "model.pt"),
+        meta_file=str(ROOT / "bundles" / bundle / "configs" / "metadata.json"),
+        config_file=files,
+    )
+    scripted = torch.jit.load(str(tmp_path / "model.ts"))
+    x = torch.rand(2, 1, 32, 32)
+    assert torch.allclose(scripted(x), net(x), atol=1e-6)
+
+
+def run_bundle(config_files: list[str], output_dir: Path, demo_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, MONAI_ADV_DEMO_DIR=str(demo_dir), PYTHONUNBUFFERED="1")
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(config_files)]
+    command += ["--output_dir", str(output_dir), *extra]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("demo_cache")
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, demo_dir):
+    """Train + evaluate each bundle once on its demo data; returns {bundle: output_dir}."""
+    outputs = {}
+
+    def get(bundle: str) -> Path:
+        if bundle not in outputs:
+            out = tmp_path_factory.mktemp(bundle)
+            run_bundle(configs(bundle, "train", "demo"), out, demo_dir)
+            run_bundle(configs(bundle, "train", "evaluate", "demo"), out, demo_dir)
+            outputs[bundle] = out
+        return outputs[bundle]
+
+    return get
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_demo_train_and_evaluate(bundle, trained):
+    out = trained(bundle)
+    assert (out / "models" / "model.pt").is_file()
+    state = torch.load(out / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert "features.0.weight" in state["model"] if "model" in state else "features.0.weight" in state
+    assert list((out / "tensorboard").iterdir())
+    metrics = json.loads((out / "metrics.json").read_text())
+    classes = len(metrics["classes"])
+    assert metrics["n"] == sum(sum(row) for row in metrics["confusion_matrix"]) > 0
+    assert len(metrics["confusion_matrix"]) == classes
+    if bundle in MEDICAL:
+        assert 0.80 <= metrics["accuracy"] <= 0.97, metrics
+        assert metrics["roc_auc"] > 0.8
+    else:
+        assert metrics["accuracy"] > 2.0 / classes, metrics
+
+
+def test_demo_inference_writes_one_row_per_image(trained, demo_dir, tmp_path):
+    bundle = "lung_nodule_ct_classification"
+    out = trained(bundle)
+    run_bundle(configs(bundle, "inference", "demo"), out, demo_dir)
+    rows = list(csv.DictReader((out / "predictions.csv").open()))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(rows) == metrics["n"]
+    assert set(rows[0]) >= {"id", "prediction", "probability", "p_benign", "p_malignant"}
+    for row in rows:
+        p = float(row["probability"])
+        assert row["prediction"] in ("benign", "malignant") and 0.5 <= p <= 1.0
+        assert abs(float(row["p_benign"]) + float(row["p_malignant"]) - 1.0) < 1e-4
+    correct = sum(r["prediction"] == r["label"] for r in rows) / len(rows)
+    assert abs(correct - metrics["accuracy"]) < 1e-9
+
+
+def test_bad_data_list_stops_the_bundle_with_the_item_named(tmp_path, demo_dir):
+    bundle = "lung_nodule_ct_classification"
+    items = [{"id": "nodule-17", "image": str(tmp_path / "missing.dcm"), "label": 0, "patient_id": "p"}]
+    (tmp_path / "datalist.json").write_text(json.dumps({"classes": ["benign", "malignant"], "training": items}))
+    env = dict(os.environ, MONAI_ADV_DEMO_DIR=str(demo_dir))
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(configs(bundle, "train", "demo"))]
+    command += ["--output_dir", str(tmp_path / "out"), "--datalist_file", str(tmp_path / "datalist.json")]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
+    assert result.returncode != 0
+    assert "monai_adv.io.DataError: nodule-17" in result.stderr and "image file not found" in result.stderr
+    assert not (tmp_path / "out" / "models").exists()
