@@ -11,7 +11,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 _SUBMODULES = {
-    "attacks", "datalist", "demo", "handlers", "io", "metrics", "networks", "prepare", "sweep", "transforms", "utils"
+    "attacks", "datalist", "demo", "engines", "handlers", "io", "metrics", "networks", "prepare", "reports",
+    "sensitivity", "sweep", "transforms", "utils",
 }
 
 
