@@ -16,6 +16,11 @@ With ``reuse=True`` (default) the sweep spends work only where it can change the
   forward pass per eps scores it).
 
 ``reuse=False`` runs every attack at every eps on the whole batch (the plain protocol, e.g. the paper's code).
+
+For deterministic attacks (FGSM, BIM, PGD without random start) a sample is correct with reuse at eps_k exactly when
+it is correct without reuse at every grid eps <= eps_k. For randomised attacks (PGD's random start) the two sweeps
+draw different starts (compaction changes the batch the noise is drawn for), so the relation holds in expectation,
+not sample by sample.
 Accuracy at eps 0 is the clean accuracy (no attack is run there); eps 0 is added to the grid when missing.
 
 Work is counted per sample: a "gradient pass" is one forward+backward input-gradient pass of one sample, a "forward
@@ -352,7 +357,8 @@ def sweep_checks(
         ok = max(gaps) <= tolerance
         checks["strong_le_weak"] = Check(
             "strong_le_weak", ok,
-            f"{strong} accuracy {'<=' if ok else '>'} {weak} accuracy (+{tolerance}) at every eps (max gap {max(gaps):+.4f})",
+            f"{strong} accuracy {'<=' if ok else '>'} {weak} accuracy (+{tolerance}) at every eps "
+            f"(max gap {max(gaps):+.4f})",
             {"strong": strong, "weak": weak, "gap": gaps, "tolerance": tolerance},
         )
     else:

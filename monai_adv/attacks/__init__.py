@@ -17,7 +17,7 @@ from .base import (
 )
 from .bim import BIM
 from .fgsm import FGSM
-from .library import LibraryAttack, TwoLogits, library_attack_names
+from .library import LibraryAttack, TwoLogits, UnsupportedAttackError, library_attack_names
 from .pgd import PGD
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "PGD",
     "LibraryAttack",
     "TwoLogits",
+    "UnsupportedAttackError",
     "library_attack_names",
     "check_images",
     "check_labels",

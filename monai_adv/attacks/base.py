@@ -334,12 +334,25 @@ class LinfAttack:
 
     @staticmethod
     def _project(adv: torch.Tensor, images: torch.Tensor, eps: float | torch.Tensor) -> torch.Tensor:
-        """Project onto the L-infinity ball of radius ``eps`` around ``images`` intersected with [0, 1].
+        """Project ``adv`` (overwritten) onto the L-infinity ball of radius ``eps`` around ``images`` intersected
+        with [0, 1].
 
-        Same operations in the same order as torchattacks.PGD, so results agree bit for bit.
+        The same floating-point operations as torchattacks.PGD (``clamp(x + clamp(adv - x, -eps, eps), 0, 1)``), so
+        results agree bit for bit; in place, to save allocations.
         """
-        delta = torch.clamp(adv - images, min=-eps, max=eps)
-        return torch.clamp(images + delta, min=0, max=1)
+        delta = adv.sub_(images).clamp_(min=-eps, max=eps)
+        return delta.add_(images).clamp_(min=0, max=1)
+
+    def _ascent_step(
+        self,
+        adv: torch.Tensor,
+        grad: torch.Tensor,
+        step: float | torch.Tensor,
+        images: torch.Tensor,
+        eps: float | torch.Tensor,
+    ) -> torch.Tensor:
+        """``project(adv + step * sign(grad))`` as a new tensor; ``grad`` is overwritten."""
+        return self._project(grad.sign_().mul_(step).add_(adv), images, eps)
 
 
 class IterativeLinfAttack(LinfAttack):
@@ -405,7 +418,7 @@ class IterativeLinfAttack(LinfAttack):
             adv = start
             for _ in range(self.steps):
                 grad, _ = self._gradient(adv, labels)
-                adv = self._project(adv + step * grad.sign(), images, eps)
+                adv = self._ascent_step(adv, grad, step, images, eps)
             if not score:
                 return AttackResult(adv, labels)
             fooled, loss = self._score(adv, labels)
@@ -435,5 +448,5 @@ class IterativeLinfAttack(LinfAttack):
                 if t == self.steps or live.numel() == 0:
                     break
                 grad, eps, step = grad[keep], take(eps, keep), take(step, keep)
-            adv = self._project(adv + step * grad.sign(), x0, eps)
+            adv = self._ascent_step(adv, grad, step, x0, eps)
         return AttackResult(out, labels, fooled, loss)

@@ -52,5 +52,5 @@ class BIM(IterativeLinfAttack):
     @staticmethod
     def _project(adv: torch.Tensor, images: torch.Tensor, eps: float | torch.Tensor) -> torch.Tensor:
         # The same set as LinfAttack._project, computed as torchattacks.BIM does (a box clamp) so results agree bit
-        # for bit: x + (adv - x) can differ from adv in the last bit.
-        return torch.clamp(adv, min=torch.clamp(images - eps, min=0), max=torch.clamp(images + eps, max=1))
+        # for bit: x + (adv - x) can differ from adv in the last bit. Overwrites adv.
+        return adv.clamp_(min=torch.clamp(images - eps, min=0), max=torch.clamp(images + eps, max=1))

@@ -174,8 +174,11 @@ class LibraryAttack:
         if problem is not None:
             raise UnsupportedAttackError(problem)
         attack = self._build(k)
-        rng = torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else [])
-        keep_rng = rng if self.name in _RESEEDS_GLOBAL_RNG else contextlib.nullcontext()
+        keep_rng = (
+            torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else [])
+            if self.name in _RESEEDS_GLOBAL_RNG
+            else contextlib.nullcontext()
+        )
         try:
             with eval_mode(self.model), preserved_grads(self.model), keep_rng:
                 adv = attack(x, y)
