@@ -29,6 +29,8 @@ VERSION = "0.1.0"
 
 CT_WINDOW_HU = (-1000.0, 400.0)  # lung window: level -300 HU, width 1400 HU
 PERCENTILES = (0.5, 99.5)
+# Table 1 of the paper; the controls get the wider ranges of its Figure 2 (set in their specs).
+MEDICAL_EPS_GRID = [0.001, 0.002, 0.004, 0.006]
 
 
 def window(a_min: float, a_max: float, desc: str) -> dict[str, Any]:
@@ -71,7 +73,8 @@ SPECS: dict[str, dict[str, Any]] = {
         "image_size": 224,
         "intensity_transform": window(*CT_WINDOW_HU, "CT lung window [-1000, 400] HU to [0, 1]"),
         "native_units": "HU",
-        "native_range": CT_WINDOW_HU[1] - CT_WINDOW_HU[0],
+        "native_per_unit": CT_WINDOW_HU[1] - CT_WINDOW_HU[0],
+        "eps_grid": MEDICAL_EPS_GRID,
         "augment": True,
         "batch_size": 50, "max_epochs": 200, "patience": 50, "learning_rate": 0.0002, "lr_decay": 1e-6, "momentum": 0.9,
         "prepare": "scripts/prepare_lidc.py",
@@ -87,8 +90,9 @@ SPECS: dict[str, dict[str, Any]] = {
         "in_channels": 1,
         "image_size": 116,
         "intensity_transform": percentiles("robust scaling: 0.5th percentile to 0, 99.5th to 1, clipped"),
-        "native_units": "gray level",
-        "native_range": None,
+        "native_units": "gray levels of 255",
+        "native_per_unit": 255.0,
+        "eps_grid": MEDICAL_EPS_GRID,
         "augment": True,
         "batch_size": 50, "max_epochs": 100, "patience": 20, "learning_rate": 0.0002, "lr_decay": 1e-6, "momentum": 0.9,
         "prepare": "scripts/prepare_cbis_ddsm.py",
@@ -104,8 +108,9 @@ SPECS: dict[str, dict[str, Any]] = {
         "in_channels": 1,
         "image_size": 224,
         "intensity_transform": percentiles("robust scaling: 0.5th percentile to 0, 99.5th to 1, clipped"),
-        "native_units": "gray level",
-        "native_range": None,
+        "native_units": "gray levels of 255",
+        "native_per_unit": 255.0,
+        "eps_grid": MEDICAL_EPS_GRID,
         "augment": True,
         "batch_size": 50, "max_epochs": 100, "patience": 5, "learning_rate": 0.0002, "lr_decay": 1e-6, "momentum": 0.9,
         "prepare": "scripts/prepare_brain_mri.py",
@@ -121,8 +126,9 @@ SPECS: dict[str, dict[str, Any]] = {
         "in_channels": 1,
         "image_size": 32,
         "intensity_transform": window(0.0, 255.0, "8-bit gray levels to [0, 1]"),
-        "native_units": "gray level",
-        "native_range": 255.0,
+        "native_units": "gray levels of 255",
+        "native_per_unit": 255.0,
+        "eps_grid": [0.001, 0.002, 0.004, 0.006, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3],
         "augment": False,
         "batch_size": 64, "max_epochs": 20, "patience": 1, "learning_rate": 0.01, "lr_decay": 0.0, "momentum": 0.0,
         "prepare": "scripts/prepare_mnist.py",
@@ -138,8 +144,9 @@ SPECS: dict[str, dict[str, Any]] = {
         "in_channels": 3,
         "image_size": 32,
         "intensity_transform": window(0.0, 255.0, "8-bit RGB levels to [0, 1]"),
-        "native_units": "gray level",
-        "native_range": 255.0,
+        "native_units": "gray levels of 255",
+        "native_per_unit": 255.0,
+        "eps_grid": [0.001, 0.002, 0.004, 0.006, 0.01, 0.02, 0.03, 0.05],
         "augment": False,
         "batch_size": 128, "max_epochs": 60, "patience": 10, "learning_rate": 0.001, "lr_decay": 1e-5, "momentum": 0.9,
         "prepare": "scripts/prepare_cifar10.py",
@@ -179,6 +186,7 @@ def common_ids(name: str, spec: dict[str, Any]) -> dict[str, Any]:
         "seed": 0,
         "modality": spec["modality"],
         "native_units": spec["native_units"],
+        "native_per_unit": spec["native_per_unit"],
         "class_names": spec["class_names"],
         "num_classes": "$len(@class_names)",
         "spatial_dims": 2,
@@ -223,6 +231,14 @@ POSTPROCESSING = {
         {"_target_": "CopyItemsd", "keys": "pred", "names": "prob"},
         {"_target_": "AsDiscreted", "keys": ["pred", "label"], "argmax": [True, False], "to_onehot": "$[@num_classes, @num_classes]"},
     ],
+}
+
+
+CHECKPOINT_LOADER = {
+    "_target_": "CheckpointLoader",
+    "load_path": "@ckpt_path",
+    "load_dict": {"model": "@network"},
+    "map_location": "@device",
 }
 
 
@@ -396,12 +412,7 @@ def evaluate_config() -> dict[str, Any]:
         "validate#dataset#data": "@data#test_items",
         "validate#key_metric": {"test_accuracy": accuracy_metric()},
         "validate#handlers": [
-            {
-                "_target_": "CheckpointLoader",
-                "load_path": "@ckpt_path",
-                "load_dict": {"model": "@network"},
-                "map_location": "@device",
-            },
+            CHECKPOINT_LOADER,
             {"_target_": "StatsHandler", "iteration_log": False},
             {
                 "_target_": "monai_adv.handlers.ClassificationMetricsWriter",
@@ -422,16 +433,37 @@ def evaluate_config() -> dict[str, Any]:
     }
 
 
-def inference_config(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+def standalone_evaluator(
+    name: str,
+    spec: dict[str, Any],
+    data: str,
+    with_label: bool,
+    postprocessing: dict[str, Any],
+    handlers: list[Any],
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """A config of its own (no train.json underneath): data, preprocessing, the checkpoint, one evaluator run."""
     config = common_ids(name, spec)
+    config.update(extra)
+    evaluator = {
+        "_target_": "SupervisedEvaluator",
+        "device": "@device",
+        "val_data_loader": "@dataloader",
+        "network": "@network",
+        "inferer": "@inferer",
+        "postprocessing": "@postprocessing",
+        "val_handlers": "@handlers",
+        "amp": False,
+    }
+    if with_label:
+        config["key_metric"] = {"test_accuracy": accuracy_metric()}
+        evaluator["key_val_metric"] = "@key_metric"
     config.update(
         {
-            "input_path": "@datalist_file",
-            "input_key": "test",
-            "batch_size": 8,
+            "batch_size": config.get("batch_size", 16),
             "num_workers": 0,
-            "data": "$monai_adv.datalist.load_inference_items(@input_path, @input_key)",
-            "preprocessing": {"_target_": "Compose", "transforms": load_transforms(with_label=False)},
+            "data": data,
+            "preprocessing": {"_target_": "Compose", "transforms": load_transforms(with_label=with_label)},
             "dataset": {"_target_": "Dataset", "data": "@data", "transform": "@preprocessing"},
             "dataloader": {
                 "_target_": "DataLoader",
@@ -441,44 +473,72 @@ def inference_config(name: str, spec: dict[str, Any]) -> dict[str, Any]:
                 "num_workers": "@num_workers",
             },
             "inferer": {"_target_": "SimpleInferer"},
-            "postprocessing": {
-                "_target_": "Compose",
-                "transforms": [
-                    {"_target_": "Activationsd", "keys": "pred", "softmax": True},
-                    {"_target_": "CopyItemsd", "keys": "pred", "names": "prob"},
-                ],
-            },
-            "handlers": [
-                {
-                    "_target_": "CheckpointLoader",
-                    "load_path": "@ckpt_path",
-                    "load_dict": {"model": "@network"},
-                    "map_location": "@device",
-                },
-                {"_target_": "StatsHandler", "iteration_log": False},
-                {
-                    "_target_": "monai_adv.handlers.PredictionCSVWriter",
-                    "output_dir": "@output_dir",
-                    "class_names": "@class_names",
-                    "filename": "predictions.csv",
-                },
-            ],
-            "evaluator": {
-                "_target_": "SupervisedEvaluator",
-                "device": "@device",
-                "val_data_loader": "@dataloader",
-                "network": "@network",
-                "inferer": "@inferer",
-                "postprocessing": "@postprocessing",
-                "val_handlers": "@handlers",
-                "amp": False,
-            },
+            "postprocessing": postprocessing,
+            "handlers": [CHECKPOINT_LOADER, {"_target_": "StatsHandler", "iteration_log": False}, *handlers],
+            "evaluator": evaluator,
             "initialize": ["$monai.utils.set_determinism(seed=@seed)"],
             "run": ["$@evaluator.run()"],
             "finalize": [],
         }
     )
     return config
+
+
+def inference_config(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """Per-image class and probability to ``output_dir/predictions.csv`` for a folder or a data-list section."""
+    return standalone_evaluator(
+        name,
+        spec,
+        data="$monai_adv.datalist.load_inference_items(@input_path, @input_key)",
+        with_label=False,
+        postprocessing={"_target_": "Compose", "transforms": POSTPROCESSING["transforms"][:2]},
+        handlers=[
+            {
+                "_target_": "monai_adv.handlers.PredictionCSVWriter",
+                "output_dir": "@output_dir",
+                "class_names": "@class_names",
+                "filename": "predictions.csv",
+            }
+        ],
+        extra={"input_path": "@datalist_file", "input_key": "test", "batch_size": 8},
+    )
+
+
+def attack_config(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """FGSM, BIM and PGD (Table S1) over the epsilon grid on the test split, against the model at ckpt_path."""
+    return standalone_evaluator(
+        name,
+        spec,
+        data="$monai_adv.datalist.load_datalist(@datalist_file, 'test', num_classes=@num_classes)",
+        with_label=True,
+        postprocessing=POSTPROCESSING,
+        handlers=["@attack_sweep"],
+        extra={
+            "batch_size": 32,
+            "eps_grid": spec["eps_grid"],
+            "attacks": {
+                "FGSM": {"_target_": "monai_adv.attacks.FGSM", "_mode_": "callable"},
+                "BIM": {"_target_": "monai_adv.attacks.BIM", "_mode_": "callable", "steps": 10},
+                "PGD": {"_target_": "monai_adv.attacks.PGD", "_mode_": "callable", "steps": 10, "restarts": 1},
+            },
+            "attack_sweep": {
+                "_target_": "monai_adv.handlers.AttackSweep",
+                "_desc_": "FGSM; BIM 10 steps of eps/10; PGD 10 steps of eps/4 from a random start; true labels",
+                "attacks": "@attacks",
+                "eps_grid": "@eps_grid",
+                "output_dir": "@output_dir",
+                "class_names": "@class_names",
+                "native_per_unit": "@native_per_unit",
+                "native_units": "@native_units",
+                "reuse": True,
+                "large_eps": 0.5,
+                "summary_writer": {
+                    "_target_": "torch.utils.tensorboard.SummaryWriter",
+                    "log_dir": "$os.path.join(@output_dir, 'tensorboard')",
+                },
+            },
+        },
+    )
 
 
 def multi_gpu_config() -> dict[str, Any]:
@@ -684,6 +744,7 @@ def render(root: Path = ROOT) -> dict[Path, str]:
         files[configs / "train.json"] = dump(train_config(name, spec))
         files[configs / "evaluate.json"] = dump(evaluate_config())
         files[configs / "inference.json"] = dump(inference_config(name, spec))
+        files[configs / "attack.json"] = dump(attack_config(name, spec))
         files[configs / "multi_gpu_train.json"] = dump(multi_gpu_config())
         files[configs / "demo.json"] = dump(demo_config(spec))
         files[configs / "logging.conf"] = (TEMPLATE / "logging.conf").read_text()

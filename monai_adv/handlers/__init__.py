@@ -1,6 +1,7 @@
 """Ignite handlers for MONAI engines. Reference them by full dotted path, e.g. ``monai_adv.handlers.ClassificationMetricsWriter``."""
 
+from monai_adv.handlers.attack_sweep import AttackSweep
 from monai_adv.handlers.classification import ClassificationMetricsWriter, PredictionCSVWriter
 from monai_adv.handlers.collect import PerImageCollector
 
-__all__ = ["ClassificationMetricsWriter", "PredictionCSVWriter", "PerImageCollector"]
+__all__ = ["AttackSweep", "ClassificationMetricsWriter", "PredictionCSVWriter", "PerImageCollector"]
