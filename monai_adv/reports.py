@@ -12,7 +12,7 @@ import numpy as np
 
 from monai_adv.utils import atomic_write
 
-__all__ = ["plot_accuracy_vs_eps", "plot_adversarial_examples", "plot_robustness_comparison", "plot_triage_curves"]
+__all__ = ["write_robustness_comparison", "plot_accuracy_vs_eps", "plot_adversarial_examples", "plot_robustness_comparison", "plot_triage_curves"]
 
 MARKERS = {"FGSM": "o", "BIM": "s", "PGD": "^"}
 
@@ -168,3 +168,33 @@ def plot_triage_curves(
     ax.legend()
     ax.set_title(title)
     return _save(plt, fig, path)
+
+
+def write_robustness_comparison(
+    sweeps: Mapping[str, Mapping[str, Any]],
+    output_dir: str | os.PathLike,
+    native_per_unit: float | None = None,
+    native_units: str | None = None,
+) -> list[dict[str, Any]]:
+    """Table S5 and Figure 3: merge the attack-sweep reports of several models on the same test split.
+
+    Args:
+        sweeps: model name -> the report of its :class:`~monai_adv.handlers.AttackSweep` (``handler.report``, the
+            content of ``attack_sweep.json``), e.g. ``{"original": ..., "adversarially trained": ...}``.
+        output_dir: where ``robustness_comparison.csv`` and ``robustness_comparison.png`` are written.
+
+    Returns:
+        the rows: ``model, attack, eps, eps_native, accuracy, n, correct`` (the clean row has attack ``clean``).
+    """
+    from monai_adv.handlers.attack_sweep import write_sweep_csv
+
+    rows = []
+    for model, report in sweeps.items():
+        if report is None:
+            raise ValueError(f"no attack-sweep report for model {model!r}: did its evaluator run?")
+        rows.extend({"model": model, **row} for row in report["rows"])
+    write_sweep_csv(Path(output_dir) / "robustness_comparison.csv", rows, extra=["model"])
+    plot_robustness_comparison(
+        rows, Path(output_dir) / "robustness_comparison.png", "", native_per_unit, native_units
+    )
+    return rows

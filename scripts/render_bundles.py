@@ -60,7 +60,8 @@ def percentiles(desc: str) -> dict[str, Any]:
 
 
 # Everything that differs between the bundles. Training values are Table S3 of the paper (patience 0 for MNIST
-# becomes 1: Ignite's early stopping needs at least one epoch of patience).
+# becomes 1: Ignite's early stopping needs at least one epoch of patience); adv_* are Table S4 (PGD-7, step eps/4,
+# one random start, batch 128).
 SPECS: dict[str, dict[str, Any]] = {
     "lung_nodule_ct_classification": {
         "title": "Lung nodule CT classification",
@@ -77,6 +78,7 @@ SPECS: dict[str, dict[str, Any]] = {
         "eps_grid": MEDICAL_EPS_GRID,
         "augment": True,
         "batch_size": 50, "max_epochs": 200, "patience": 50, "learning_rate": 0.0002, "lr_decay": 1e-6, "momentum": 0.9,
+        "adv_eps": 0.003, "adv_max_epochs": 200,
         "prepare": "scripts/prepare_lidc.py",
         "paper": {"clean": 75.41, "pgd_0.004": 25.6, "table_s5_adv_pgd": 58.97, "triage_retained": 81.31},
     },
@@ -95,6 +97,7 @@ SPECS: dict[str, dict[str, Any]] = {
         "eps_grid": MEDICAL_EPS_GRID,
         "augment": True,
         "batch_size": 50, "max_epochs": 100, "patience": 20, "learning_rate": 0.0002, "lr_decay": 1e-6, "momentum": 0.9,
+        "adv_eps": 0.002, "adv_max_epochs": 100,
         "prepare": "scripts/prepare_cbis_ddsm.py",
         "paper": {"clean": 76.43, "pgd_0.004": 23.9, "table_s5_adv_pgd": 55.36, "triage_retained": 80.13},
     },
@@ -113,6 +116,7 @@ SPECS: dict[str, dict[str, Any]] = {
         "eps_grid": MEDICAL_EPS_GRID,
         "augment": True,
         "batch_size": 50, "max_epochs": 100, "patience": 5, "learning_rate": 0.0002, "lr_decay": 1e-6, "momentum": 0.9,
+        "adv_eps": 0.004, "adv_max_epochs": 200,
         "prepare": "scripts/prepare_brain_mri.py",
         "paper": {"clean": 93.64, "pgd_0.004": 6.36, "table_s5_adv_pgd": 80.45, "triage_retained": 98.82},
     },
@@ -131,6 +135,7 @@ SPECS: dict[str, dict[str, Any]] = {
         "eps_grid": [0.001, 0.002, 0.004, 0.006, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3],
         "augment": False,
         "batch_size": 64, "max_epochs": 20, "patience": 1, "learning_rate": 0.01, "lr_decay": 0.0, "momentum": 0.0,
+        "adv_eps": 0.2, "adv_max_epochs": 50,
         "prepare": "scripts/prepare_mnist.py",
         "paper": {"clean": 99.1, "pgd_0.004": 99.0},
     },
@@ -149,6 +154,7 @@ SPECS: dict[str, dict[str, Any]] = {
         "eps_grid": [0.001, 0.002, 0.004, 0.006, 0.01, 0.02, 0.03, 0.05],
         "augment": False,
         "batch_size": 128, "max_epochs": 60, "patience": 10, "learning_rate": 0.001, "lr_decay": 1e-5, "momentum": 0.9,
+        "adv_eps": 0.02, "adv_max_epochs": 100,
         "prepare": "scripts/prepare_cifar10.py",
         "paper": {"clean": 86.1, "pgd_0.004": 71.9},
     },
@@ -375,15 +381,16 @@ def train_config(name: str, spec: dict[str, Any]) -> dict[str, Any]:
                         "log_dir": "$os.path.join(@output_dir, 'tensorboard')",
                         "iteration_log": False,
                     },
-                    {
-                        "_target_": "CheckpointSaver",
-                        "_desc_": "keeps the weights of the best validation accuracy at ckpt_path",
-                        "save_dir": "$os.path.dirname(@ckpt_path)",
-                        "save_dict": {"model": "@network"},
-                        "save_key_metric": True,
-                        "key_metric_filename": "$os.path.basename(@ckpt_path)",
-                    },
+                    "@validate#checkpoint_saver",
                 ],
+                "checkpoint_saver": {
+                    "_target_": "CheckpointSaver",
+                    "_desc_": "keeps the weights of the best validation accuracy at ckpt_path",
+                    "save_dir": "$os.path.dirname(@ckpt_path)",
+                    "save_dict": {"model": "@network"},
+                    "save_key_metric": True,
+                    "key_metric_filename": "$os.path.basename(@ckpt_path)",
+                },
                 "key_metric": {"val_accuracy": accuracy_metric()},
                 "evaluator": {
                     "_target_": "SupervisedEvaluator",
@@ -541,6 +548,116 @@ def attack_config(name: str, spec: dict[str, Any]) -> dict[str, Any]:
     )
 
 
+def adversarial_train_config(spec: dict[str, Any]) -> dict[str, Any]:
+    """Overlay on train.json: PGD adversarial training (Table S4) from the clean checkpoint, 50 % clean / 50 % PGD
+    per batch, checkpoints chosen by white-box PGD accuracy on the validation split, saved at robust_ckpt_path."""
+    return {
+        "robust_ckpt_path": "$os.path.join(@bundle_root, 'models', 'model_adversarial.pt')",
+        "adv_eps": spec["adv_eps"],
+        "adv_attack": "pgd",
+        "adv_steps": 7,
+        "adv_ratio": 0.5,
+        "adv_validation_steps": 10,
+        "init_from_clean": True,
+        "max_epochs": spec["adv_max_epochs"],
+        "batch_size": 128,
+        "train#trainer": {
+            "_target_": "monai_adv.engines.MixedAdversarialTrainer",
+            "_desc_": "replaces adv_ratio of every batch with PGD examples crafted against the current model",
+            "max_epochs": "@max_epochs",
+            "device": "@device",
+            "train_data_loader": "@train#dataloader",
+            "network": "@network",
+            "loss_function": "@loss",
+            "optimizer": "@optimizer",
+            "inferer": "@train#inferer",
+            "postprocessing": "@train#postprocessing",
+            "key_train_metric": "@train#key_metric",
+            "train_handlers": "@train#handlers",
+            "amp": False,
+            "eps": "@adv_eps",
+            "attack": "@adv_attack",
+            "steps": "@adv_steps",
+            "ratio": "@adv_ratio",
+        },
+        "+train#handlers": [
+            {
+                "_target_": "CheckpointLoader",
+                "_disabled_": "$not @init_from_clean",
+                "_desc_": "start from the clean model, as the paper",
+                "load_path": "@ckpt_path",
+                "load_dict": {"model": "@network"},
+                "map_location": "@device",
+            }
+        ],
+        "validate#key_metric": {"val_robust_accuracy": accuracy_metric()},
+        "validate#early_stop#score_function": "$lambda engine: engine.state.metrics['val_robust_accuracy']",
+        "validate#checkpoint_saver#save_dir": "$os.path.dirname(@robust_ckpt_path)",
+        "validate#checkpoint_saver#key_metric_filename": "$os.path.basename(@robust_ckpt_path)",
+        "validate#overfit_guard": {
+            "_target_": "monai_adv.engines.CatastrophicOverfittingGuard",
+            "_disabled_": "$@adv_attack != 'fgsm_rs'",
+            "_desc_": "fast (FGSM-RS) training only: roll back and stop when validation PGD accuracy collapses",
+            "max_drop": 0.3,
+            "rollback": True,
+            "stop": True,
+        },
+        "validate#evaluator": {
+            "_target_": "monai_adv.engines.AdversarialEvaluator",
+            "_desc_": "white-box PGD against the current model on the validation split (never the test split)",
+            "device": "@device",
+            "val_data_loader": "@validate#dataloader",
+            "network": "@network",
+            "inferer": "@validate#inferer",
+            "postprocessing": "@validate#postprocessing",
+            "key_val_metric": "@validate#key_metric",
+            "val_handlers": "$@validate#handlers + [g for g in [@validate#overfit_guard] if g is not None]",
+            "amp": False,
+            "eps": "@adv_eps",
+            "attack": "pgd",
+            "steps": "@adv_validation_steps",
+        },
+        "run": [
+            "$@validate#early_stop.set_trainer(@train#trainer)",
+            "$@validate#overfit_guard is None or @validate#overfit_guard.set_trainer(@train#trainer)",
+            "$@train#trainer.run()",
+        ],
+    }
+
+
+def compare_config(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """Table S5 and Figure 3: the attack sweep of the original (ckpt_path) and the adversarially trained
+    (robust_ckpt_path) model on the same test split, merged into robustness_comparison.csv/png."""
+    config = attack_config(name, spec)
+    sweep = config.pop("attack_sweep")
+    config.pop("handlers")
+    config.pop("evaluator")
+    grid = sorted(set(spec["eps_grid"]) | {spec["adv_eps"]})
+    config["eps_grid"] = grid
+    config["robust_ckpt_path"] = "$os.path.join(@bundle_root, 'models', 'model_adversarial.pt')"
+    for key, ckpt in (("original", "@ckpt_path"), ("adversarial", "@robust_ckpt_path")):
+        folder = f"$os.path.join(@output_dir, 'comparison', '{key}')"
+        config[key] = {"sweep": {**sweep, "output_dir": folder, "summary_writer": None}}
+        config[key]["evaluator"] = {
+            "_target_": "SupervisedEvaluator",
+            "device": "@device",
+            "val_data_loader": "@dataloader",
+            "network": "@network",
+            "inferer": "@inferer",
+            "postprocessing": "@postprocessing",
+            "key_val_metric": "@key_metric",
+            "val_handlers": [{**CHECKPOINT_LOADER, "load_path": ckpt}, f"@{key}#sweep"],
+            "amp": False,
+        }
+    config["run"] = [
+        "$@original#evaluator.run()",
+        "$@adversarial#evaluator.run()",
+        "$monai_adv.reports.write_robustness_comparison({'original': @original#sweep.report, "
+        "'adversarially trained': @adversarial#sweep.report}, @output_dir, @native_per_unit, @native_units)",
+    ]
+    return config
+
+
 def multi_gpu_config() -> dict[str, Any]:
     """Overlay on train.json for ``torchrun``: DDP, distributed samplers, rank-0 logging and checkpoints.
 
@@ -579,6 +696,7 @@ def demo_config(spec: dict[str, Any]) -> dict[str, Any]:
         "datalist_file": f"$monai_adv.demo.ensure_demo_data('{spec['demo_dataset']}', @demo_cache_dir)",
         "dataset_dir": "$os.path.dirname(@datalist_file)",
         "ckpt_path": "$os.path.join(@output_dir, 'models', 'model.pt')",
+        "robust_ckpt_path": "$os.path.join(@output_dir, 'models', 'model_adversarial.pt')",
         **DEMO,
         "image_size": [DEMO["image_size"], DEMO["image_size"]],
     }
@@ -745,6 +863,8 @@ def render(root: Path = ROOT) -> dict[Path, str]:
         files[configs / "evaluate.json"] = dump(evaluate_config())
         files[configs / "inference.json"] = dump(inference_config(name, spec))
         files[configs / "attack.json"] = dump(attack_config(name, spec))
+        files[configs / "adversarial_train.json"] = dump(adversarial_train_config(spec))
+        files[configs / "compare.json"] = dump(compare_config(name, spec))
         files[configs / "multi_gpu_train.json"] = dump(multi_gpu_config())
         files[configs / "demo.json"] = dump(demo_config(spec))
         files[configs / "logging.conf"] = (TEMPLATE / "logging.conf").read_text()

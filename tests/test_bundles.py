@@ -171,3 +171,27 @@ def test_bad_data_list_stops_the_bundle_with_the_item_named(tmp_path, demo_dir):
     assert result.returncode != 0
     assert "monai_adv.io.DataError: nodule-17" in result.stderr and "image file not found" in result.stderr
     assert not (tmp_path / "out" / "models").exists()
+
+
+@pytest.mark.parametrize("bundle", MEDICAL)
+def test_demo_attack_sweep(bundle, trained, demo_dir):
+    out = trained(bundle)
+    run_bundle(configs(bundle, "attack", "demo"), out, demo_dir)
+    rows = list(csv.DictReader((out / "attack_sweep.csv").open()))
+    assert [(r["attack"], float(r["eps"])) for r in rows] == [("clean", 0.0)] + [
+        (a, e) for a in ("FGSM", "BIM", "PGD") for e in (0.001, 0.002, 0.004, 0.006)
+    ]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert float(rows[0]["accuracy"]) == pytest.approx(metrics["accuracy"])
+    per_unit = 1400.0 if bundle.startswith("lung") else 255.0
+    for row in rows:
+        assert float(row["eps_native"]) == pytest.approx(float(row["eps"]) * per_unit)
+        assert int(row["n"]) == metrics["n"]
+    for attack in ("FGSM", "BIM", "PGD"):
+        accuracy = [float(r["accuracy"]) for r in rows if r["attack"] in ("clean", attack)]
+        assert accuracy == sorted(accuracy, reverse=True), (attack, accuracy)
+    report = json.loads((out / "attack_sweep.json").read_text())
+    assert report["checks"]["eps0_is_clean"]["passed"] and report["checks"]["monotone"]["passed"]
+    assert report["checks"]["large_eps"]["passed"], report["checks"]["large_eps"]
+    for png in ("attack_sweep.png", "adversarial_examples.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
