@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = {
     "attacks", "datalist", "demo", "engines", "handlers", "io", "metrics", "networks", "prepare", "reports",
-    "sensitivity", "sweep", "transforms", "utils",
+    "sensitivity", "sweep", "transforms", "triage", "utils",
 }
 
 

@@ -445,3 +445,22 @@ def test_library_attack_arguments_and_rng():
     torch.manual_seed(123)
     LibraryAttack("Square", model, eps=0.03, n_queries=5)(x, y)  # Square re-seeds the global RNG internally
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_attacks_survive_a_broadcast_input_gradient():
+    """A model whose logits ignore the input gets a stride-0 gradient from autograd; the step must not write in place."""
+
+    class Constant(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bias = torch.nn.Parameter(torch.tensor([1.0, 0.0]))
+
+        def forward(self, x):
+            return self.bias.expand(x.shape[0], 2) + 0 * x.sum(dim=(1, 2, 3)).unsqueeze(1)
+
+    from monai_adv.attacks import BIM, PGD
+
+    x = torch.rand(3, 1, 8, 8)
+    for attack in (PGD(Constant(), 0.01), BIM(Constant(), 0.01)):
+        adv = attack(x, torch.zeros(3, dtype=torch.long))
+        assert (adv - x).abs().max() <= 0.01 + 1e-6

@@ -351,8 +351,9 @@ class LinfAttack:
         images: torch.Tensor,
         eps: float | torch.Tensor,
     ) -> torch.Tensor:
-        """``project(adv + step * sign(grad))`` as a new tensor; ``grad`` is overwritten."""
-        return self._project(grad.sign_().mul_(step).add_(adv), images, eps)
+        """``project(adv + step * sign(grad))`` as a new tensor; ``grad`` is left as it is."""
+        # out of place: autograd may return a broadcast (stride-0) gradient that in-place ops cannot write
+        return self._project(grad.sign().mul_(step).add_(adv), images, eps)
 
 
 class IterativeLinfAttack(LinfAttack):
