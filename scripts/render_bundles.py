@@ -79,6 +79,7 @@ SPECS: dict[str, dict[str, Any]] = {
         "augment": True,
         "batch_size": 50, "max_epochs": 200, "patience": 50, "learning_rate": 0.0002, "lr_decay": 1e-6, "momentum": 0.9,
         "adv_eps": 0.003, "adv_max_epochs": 200,
+        "triage_eps_max": 0.02,
         "prepare": "scripts/prepare_lidc.py",
         "paper": {"clean": 75.41, "pgd_0.004": 25.6, "table_s5_adv_pgd": 58.97, "triage_retained": 81.31},
     },
@@ -98,6 +99,7 @@ SPECS: dict[str, dict[str, Any]] = {
         "augment": True,
         "batch_size": 50, "max_epochs": 100, "patience": 20, "learning_rate": 0.0002, "lr_decay": 1e-6, "momentum": 0.9,
         "adv_eps": 0.002, "adv_max_epochs": 100,
+        "triage_eps_max": 0.02,
         "prepare": "scripts/prepare_cbis_ddsm.py",
         "paper": {"clean": 76.43, "pgd_0.004": 23.9, "table_s5_adv_pgd": 55.36, "triage_retained": 80.13},
     },
@@ -117,6 +119,7 @@ SPECS: dict[str, dict[str, Any]] = {
         "augment": True,
         "batch_size": 50, "max_epochs": 100, "patience": 5, "learning_rate": 0.0002, "lr_decay": 1e-6, "momentum": 0.9,
         "adv_eps": 0.004, "adv_max_epochs": 200,
+        "triage_eps_max": 0.02,
         "prepare": "scripts/prepare_brain_mri.py",
         "paper": {"clean": 93.64, "pgd_0.004": 6.36, "table_s5_adv_pgd": 80.45, "triage_retained": 98.82},
     },
@@ -136,6 +139,7 @@ SPECS: dict[str, dict[str, Any]] = {
         "augment": False,
         "batch_size": 64, "max_epochs": 20, "patience": 1, "learning_rate": 0.01, "lr_decay": 0.0, "momentum": 0.0,
         "adv_eps": 0.2, "adv_max_epochs": 50,
+        "triage_eps_max": 0.5,
         "prepare": "scripts/prepare_mnist.py",
         "paper": {"clean": 99.1, "pgd_0.004": 99.0},
     },
@@ -155,6 +159,7 @@ SPECS: dict[str, dict[str, Any]] = {
         "augment": False,
         "batch_size": 128, "max_epochs": 60, "patience": 10, "learning_rate": 0.001, "lr_decay": 1e-5, "momentum": 0.9,
         "adv_eps": 0.02, "adv_max_epochs": 100,
+        "triage_eps_max": 0.05,
         "prepare": "scripts/prepare_cifar10.py",
         "paper": {"clean": 86.1, "pgd_0.004": 71.9},
     },
@@ -502,12 +507,24 @@ def inference_config(name: str, spec: dict[str, Any]) -> dict[str, Any]:
         handlers=[
             {
                 "_target_": "monai_adv.handlers.PredictionCSVWriter",
+                "_disabled_": "$@triage_file is not None",
                 "output_dir": "@output_dir",
                 "class_names": "@class_names",
                 "filename": "predictions.csv",
-            }
+            },
+            {
+                **triage_handler("refer", "predictions.csv", threshold_file="@triage_file"),
+                "_disabled_": "$@triage_file is None",
+                "_desc_": "with --triage_file <triage.json of a triage run>: sensitivity bracket and refer flag per image",
+            },
         ],
-        extra={"input_path": "@datalist_file", "input_key": "test", "batch_size": 8},
+        extra={
+            "input_path": "@datalist_file",
+            "input_key": "test",
+            "batch_size": 8,
+            "triage_file": None,
+            "triage_eps_max": spec["triage_eps_max"],
+        },
     )
 
 
@@ -544,6 +561,40 @@ def attack_config(name: str, spec: dict[str, Any]) -> dict[str, Any]:
                     "log_dir": "$os.path.join(@output_dir, 'tensorboard')",
                 },
             },
+        },
+    )
+
+
+def triage_handler(flag_column: str, filename: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "_target_": "monai_adv.handlers.SensitivityTriage",
+        "_desc_": "per-image minimal flipping eps by bisection with PGD (10 steps of eps/4, 2 restarts per probe)",
+        "output_dir": "@output_dir",
+        "class_names": "@class_names",
+        "eps_max": "@triage_eps_max",
+        "restarts": 2,
+        "native_per_unit": "@native_per_unit",
+        "native_units": "@native_units",
+        "filename": filename,
+        "flag_column": flag_column,
+        **extra,
+    }
+
+
+def triage_config(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """Table 2: refer the 20 % most sensitive test images; compare with confidence and margin triage."""
+    return standalone_evaluator(
+        name,
+        spec,
+        data="$monai_adv.datalist.load_datalist(@datalist_file, 'test', num_classes=@num_classes)",
+        with_label=True,
+        postprocessing=POSTPROCESSING,
+        handlers=["@triage"],
+        extra={
+            "batch_size": 32,
+            "triage_q": 0.2,
+            "triage_eps_max": spec["triage_eps_max"],
+            "triage": triage_handler("flagged", "sensitivity.csv", q="@triage_q"),
         },
     )
 
@@ -865,6 +916,7 @@ def render(root: Path = ROOT) -> dict[Path, str]:
         files[configs / "attack.json"] = dump(attack_config(name, spec))
         files[configs / "adversarial_train.json"] = dump(adversarial_train_config(spec))
         files[configs / "compare.json"] = dump(compare_config(name, spec))
+        files[configs / "triage.json"] = dump(triage_config(name, spec))
         files[configs / "multi_gpu_train.json"] = dump(multi_gpu_config())
         files[configs / "demo.json"] = dump(demo_config(spec))
         files[configs / "logging.conf"] = (TEMPLATE / "logging.conf").read_text()

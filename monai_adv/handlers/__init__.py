@@ -3,5 +3,6 @@
 from monai_adv.handlers.attack_sweep import AttackSweep
 from monai_adv.handlers.classification import ClassificationMetricsWriter, PredictionCSVWriter
 from monai_adv.handlers.collect import PerImageCollector
+from monai_adv.handlers.triage import SensitivityTriage, load_threshold
 
-__all__ = ["AttackSweep", "ClassificationMetricsWriter", "PredictionCSVWriter", "PerImageCollector"]
+__all__ = ["AttackSweep", "ClassificationMetricsWriter", "PredictionCSVWriter", "PerImageCollector", "SensitivityTriage", "load_threshold"]

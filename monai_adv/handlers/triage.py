@@ -1,0 +1,214 @@
+"""Handler that scores every image's adversarial sensitivity and refers the most fragile ones (the paper's Table 2)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from monai.utils import evenly_divisible_all_gather, string_list_all_gather
+
+from monai_adv.attacks.base import plain_tensor
+from monai_adv.reports import plot_triage_curves
+from monai_adv.sensitivity import SensitivityResult, minimal_flip_eps
+from monai_adv.triage import compare_triage, flag_fraction, flag_threshold, threshold_triage, triage_curves
+from monai_adv.utils import atomic_write_json, atomic_write_text
+
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+
+__all__ = ["SensitivityTriage", "load_threshold"]
+
+
+def load_threshold(path: str | os.PathLike) -> float:
+    """The referral threshold (eps, [0, 1] units) stored in a ``triage.json`` by a :class:`SensitivityTriage` run."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"triage file not found: {path} (run the bundle's triage.json first)")
+    value = json.loads(open(path, encoding="utf-8").read()).get("threshold")
+    if value is None:
+        raise ValueError(f"{path}: no 'threshold' stored")
+    return float(value)
+
+
+class SensitivityTriage:
+    """At the end of an evaluator run, find every image's minimal flipping epsilon and flag the most sensitive.
+
+    Sensitivity is the bracket ``[eps_lo, eps_hi]`` of :func:`monai_adv.sensitivity.minimal_flip_eps`: at ``eps_hi``
+    PGD changed the clean prediction, at ``eps_lo`` it did not (``eps_hi`` is ``inf`` for images that never flip
+    below ``eps_max``). Images are flagged (referred to a radiologist) either as the most sensitive fraction ``q``
+    or, with ``threshold`` (or ``threshold_file``), as every image with ``eps_hi <= threshold``.
+
+    Outputs in ``output_dir`` (on ``save_rank``, atomically):
+
+    - ``filename`` (``sensitivity.csv``): ``id, label, prediction, probability, eps_lo, eps_hi, eps_hi_native,
+      flipped, margin, <flag_column>``; ``probability`` is the clean probability of the predicted class (the
+      confidence); ``label`` is empty without labels.
+    - with labels: ``triage.json`` with ``n, q, threshold, threshold_native, fraction_flagged, accuracy_all,
+      accuracy_retained, accuracy_flagged`` for sensitivity triage and, under ``comparison``, the same for
+      confidence triage (refer the least confident) and margin triage (smallest logit margin) at the same
+      fraction; and ``triage.png``, retained accuracy against the fraction referred for the three rules.
+
+    Args:
+        output_dir: folder of the outputs.
+        class_names: class names in index order.
+        q: fraction of images to flag (default 0.2, as the paper); ignored when a threshold is given.
+        threshold: flag ``eps_hi <= threshold`` instead (eps in [0, 1] units).
+        threshold_file: read ``threshold`` from a ``triage.json`` of an earlier run (for inference).
+        eps_max: top of the search range in [0, 1] units.
+        tol: bracket width; default ``eps_max / 256``.
+        restarts: PGD random starts per probe.
+        steps: PGD steps per probe (10, step eps/4, as Table S1).
+        native_per_unit, native_units: to report eps also in native units (1400 HU for the CT window).
+        filename: name of the per-image CSV.
+        flag_column: name of the flag column (``flagged``; inference uses ``refer``).
+        id_key: key of the item id in the batch.
+        seed: seed of the PGD random starts; batch k of the loader uses ``seed + k``.
+        save_rank: the rank that writes.
+        name: logger name; ``None`` uses the engine's logger.
+    """
+
+    def __init__(
+        self,
+        output_dir: str,
+        class_names: Sequence[str],
+        q: float = 0.2,
+        threshold: float | None = None,
+        threshold_file: str | None = None,
+        eps_max: float = 0.02,
+        tol: float | None = None,
+        restarts: int = 2,
+        steps: int = 10,
+        native_per_unit: float | None = None,
+        native_units: str = "gray levels of 255",
+        filename: str = "sensitivity.csv",
+        flag_column: str = "flagged",
+        id_key: str = "id",
+        seed: int = 0,
+        save_rank: int = 0,
+        name: str | None = None,
+    ) -> None:
+        if threshold is not None and threshold_file is not None:
+            raise ValueError("give threshold or threshold_file, not both")
+        self.output_dir = output_dir
+        self.class_names = list(class_names)
+        self.q = q
+        self.threshold = load_threshold(threshold_file) if threshold_file is not None else threshold
+        self.eps_max = eps_max
+        self.tol = tol
+        self.restarts = restarts
+        self.steps = steps
+        self.native_per_unit = native_per_unit
+        self.native_units = native_units
+        self.filename = filename
+        self.flag_column = flag_column
+        self.id_key = id_key
+        self.seed = seed
+        self.save_rank = save_rank
+        self.logger = logging.getLogger(name) if name else None
+        self.result: SensitivityResult | None = None
+        self.summary: dict[str, Any] | None = None
+
+    def attach(self, engine: Engine) -> None:
+        from ignite.engine import Events
+
+        if self.logger is None:
+            self.logger = engine.logger
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def _search(self, engine: Engine) -> tuple[list[str], SensitivityResult, torch.Tensor | None]:
+        from tqdm import tqdm
+
+        ids, results, labels = [], [], []
+        for batch in tqdm(engine.data_loader, desc="sensitivity", leave=False, disable=engine.state.rank != 0):
+            images, batch_labels = engine.prepare_batch(batch, engine.state.device, engine.non_blocking)[:2]
+            batch_ids = batch.get(self.id_key) if isinstance(batch, dict) else None
+            ids += [str(i) for i in batch_ids] if batch_ids is not None else [f"{len(ids) + k}" for k in range(len(images))]
+            results.append(
+                minimal_flip_eps(
+                    engine.network, plain_tensor(images), self.eps_max, self.tol, restarts=self.restarts,
+                    steps=self.steps, labels=batch_labels, seed=self.seed + len(results),
+                )
+            )
+            labels.append(None if batch_labels is None else batch_labels.reshape(-1).cpu())
+        if not results:
+            raise ValueError("SensitivityTriage: the evaluator's data loader yielded no batch")
+        has_labels = all(lab is not None for lab in labels)
+        return ids, SensitivityResult.cat(results), torch.cat(labels) if has_labels else None
+
+    def __call__(self, engine: Engine) -> None:
+        ids, result, labels = self._search(engine)
+        self.result = result
+        columns = {
+            "eps_lo": result.eps_lo, "eps_hi": result.eps_hi, "flipped": result.flipped.double(),
+            "prediction": result.prediction.double(), "probability": result.confidence.double(),
+            "margin": result.margin.double(),
+            "label": (labels if labels is not None else torch.full_like(result.prediction, -1)).double(),
+        }
+        ids = string_list_all_gather(ids)
+        gathered = {k: evenly_divisible_all_gather(v.cpu(), concat=True).numpy() for k, v in columns.items()}
+        if engine.state.rank != self.save_rank:
+            return
+        first: dict[str, int] = {}
+        for index, item_id in enumerate(ids):
+            first.setdefault(item_id, index)
+        order = np.array([first[i] for i in sorted(first)], dtype=np.int64)
+        values = {k: v[order] for k, v in gathered.items()}
+        self._write(sorted(first), values)
+
+    def _write(self, ids: list[str], v: dict[str, np.ndarray]) -> None:
+        eps_hi = v["eps_hi"]
+        flagged = flag_threshold(eps_hi, self.threshold) if self.threshold is not None else flag_fraction(eps_hi, self.q)
+        has_labels = bool((v["label"] >= 0).all())
+        native = self.native_per_unit
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["id", "label", "prediction", "probability", "eps_lo", "eps_hi", "eps_hi_native", "flipped",
+                         "margin", self.flag_column])
+        for i, item_id in enumerate(ids):
+            label = self.class_names[int(v["label"][i])] if has_labels else ""
+            writer.writerow([
+                item_id, label, self.class_names[int(v["prediction"][i])], f"{v['probability'][i]:.6f}",
+                f"{v['eps_lo'][i]:.6g}", f"{eps_hi[i]:.6g}", f"{eps_hi[i] * native:.6g}" if native else "",
+                int(v["flipped"][i]), f"{v['margin'][i]:.6g}", int(flagged[i]),
+            ])
+        os.makedirs(self.output_dir, exist_ok=True)
+        atomic_write_text(os.path.join(self.output_dir, self.filename), buffer.getvalue())
+        self.logger.info(f"sensitivity of {len(ids)} images, {int(flagged.sum())} flagged -> {self.filename}")
+        if has_labels:
+            self._summarise(eps_hi, flagged, v)
+
+    def _summarise(self, eps_hi: np.ndarray, flagged: np.ndarray, v: dict[str, np.ndarray]) -> None:
+        correct = v["prediction"] == v["label"]
+        scores = {"sensitivity": eps_hi, "confidence": v["probability"], "margin": v["margin"]}
+        if self.threshold is not None:
+            main = threshold_triage(eps_hi, correct, self.threshold, rule="sensitivity")
+        else:
+            main = compare_triage({"sensitivity": eps_hi}, correct, self.q)["sensitivity"]
+        q = main.fraction_flagged
+        others = compare_triage({k: s for k, s in scores.items() if k != "sensitivity"}, correct, q)
+        threshold = float(main.threshold)
+        self.summary = {
+            **main.to_dict(),
+            "q": self.q if self.threshold is None else None,
+            "threshold": threshold,
+            "threshold_native": threshold * self.native_per_unit if self.native_per_unit and np.isfinite(threshold) else None,
+            "native_units": self.native_units,
+            "flip_criterion": "PGD changes the model's clean prediction",
+            "never_flipped": int((~np.isfinite(eps_hi)).sum()),
+            "comparison": {k: r.to_dict() for k, r in others.items()},
+            "settings": {"eps_max": self.eps_max, "tol": self.tol, "restarts": self.restarts, "steps": self.steps},
+        }
+        atomic_write_json(os.path.join(self.output_dir, "triage.json"), self.summary)
+        curves = triage_curves(scores, correct)
+        plot_triage_curves(curves, os.path.join(self.output_dir, "triage.png"), "triage", q)
+        for rule, r in {"sensitivity": main, **others}.items():
+            self.logger.info(
+                f"{rule} triage: refer {r.fraction_flagged:.3f} -> accuracy {r.accuracy_all:.4f} all, "
+                f"{r.accuracy_retained:.4f} retained"
+            )
