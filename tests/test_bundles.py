@@ -96,6 +96,13 @@ def test_ckpt_export_gives_torchscript_equal_to_the_network(tmp_path):
     assert torch.allclose(scripted(x), net(x), atol=1e-6)
 
 
+def load_state(path: Path) -> dict:
+    """A bundle checkpoint's network weights, read as MONAI does (weights_only). Ignite's CheckpointSaver stores a
+    one-entry save_dict as the bare state dict."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state.get("model", state)
+
+
 def run_bundle(config_files: list[str], output_dir: Path, demo_dir: Path, *extra: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, MONAI_ADV_DEMO_DIR=str(demo_dir), PYTHONUNBUFFERED="1")
     command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(config_files)]
@@ -130,8 +137,7 @@ def trained(tmp_path_factory, demo_dir):
 def test_demo_train_and_evaluate(bundle, trained):
     out = trained(bundle)
     assert (out / "models" / "model.pt").is_file()
-    state = torch.load(out / "models" / "model.pt", map_location="cpu", weights_only=True)
-    assert "features.0.weight" in state["model"] if "model" in state else "features.0.weight" in state
+    assert "features.0.weight" in load_state(out / "models" / "model.pt")
     assert list((out / "tensorboard").iterdir())
     metrics = json.loads((out / "metrics.json").read_text())
     classes = len(metrics["classes"])
@@ -195,3 +201,59 @@ def test_demo_attack_sweep(bundle, trained, demo_dir):
     assert report["checks"]["large_eps"]["passed"], report["checks"]["large_eps"]
     for png in ("attack_sweep.png", "adversarial_examples.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("bundle", MEDICAL)
+def test_demo_triage(bundle, trained, demo_dir):
+    out = trained(bundle)
+    run_bundle(configs(bundle, "triage", "demo"), out, demo_dir)
+    summary = json.loads((out / "triage.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert summary["n"] == metrics["n"] and summary["accuracy_all"] == pytest.approx(metrics["accuracy"])
+    assert summary["accuracy_retained"] >= summary["accuracy_all"], summary
+    assert abs(summary["fraction_flagged"] - 0.2) <= 1.0 / summary["n"]
+    assert set(summary["comparison"]) == {"confidence", "margin"}
+    for rule in summary["comparison"].values():
+        assert rule["fraction_flagged"] == pytest.approx(summary["fraction_flagged"])
+    rows = list(csv.DictReader((out / "sensitivity.csv").open()))
+    assert len(rows) == summary["n"]
+    assert {"id", "label", "prediction", "probability", "eps_lo", "eps_hi", "flagged"} <= set(rows[0])
+    flagged = [r for r in rows if r["flagged"] == "1"]
+    assert len(flagged) == round(0.2 * len(rows))
+    assert max(float(r["eps_hi"]) for r in flagged) <= min(float(r["eps_hi"]) for r in rows if r["flagged"] == "0")
+    assert (out / "triage.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_adversarial_training_never_reads_the_test_split_and_feeds_the_comparison(trained, demo_dir, tmp_path):
+    """Adversarial training on a data list whose test images do not exist succeeds (checkpoints are chosen on the
+    validation split only); the comparison then sweeps both models on the real test split."""
+    bundle = "lung_nodule_ct_classification"
+    out = trained(bundle)
+    demo_list = Path(demo_dir) / "lung_nodule_ct-seed0" / "datalist.json"
+    datalist = json.loads(demo_list.read_text())
+    for item in datalist["training"]:
+        item["image"] = str(demo_list.parent / item["image"])
+    datalist["test"] = [dict(i, image=str(tmp_path / "no_such_test_image.dcm")) for i in datalist["test"]]
+    poisoned = tmp_path / "datalist.json"
+    poisoned.write_text(json.dumps(datalist))
+    adv_out = tmp_path / "adv"
+    (adv_out / "models").mkdir(parents=True)
+    (adv_out / "models" / "model.pt").write_bytes((out / "models" / "model.pt").read_bytes())
+    run_bundle(
+        configs(bundle, "train", "adversarial_train", "demo"), adv_out, demo_dir,
+        "--datalist_file", str(poisoned), "--max_epochs", "2",
+    )
+    robust = load_state(adv_out / "models" / "model_adversarial.pt")
+    clean = load_state(out / "models" / "model.pt")
+    assert not torch.equal(robust["features.0.weight"], clean["features.0.weight"])
+    run_bundle(configs(bundle, "compare", "demo"), adv_out, demo_dir)
+    rows = list(csv.DictReader((adv_out / "robustness_comparison.csv").open()))
+    eps = json.loads(Path(configs(bundle, "adversarial_train")[0]).read_text())["adv_eps"]
+    grid = sorted({0.001, 0.002, 0.004, 0.006, eps})
+    for model in ("original", "adversarially trained"):
+        mine = [(r["attack"], float(r["eps"])) for r in rows if r["model"] == model]
+        assert mine == [("clean", 0.0)] + [(a, e) for a in ("FGSM", "BIM", "PGD") for e in grid]
+    metrics = json.loads((out / "metrics.json").read_text())
+    original_clean = next(float(r["accuracy"]) for r in rows if r["model"] == "original" and r["attack"] == "clean")
+    assert original_clean == pytest.approx(metrics["accuracy"])
+    assert (adv_out / "robustness_comparison.png").is_file()

@@ -34,10 +34,13 @@ def rng_for(seed: int, code: int, *keys: int) -> np.random.Generator:
     return np.random.default_rng([int(seed) & 0xFFFFFFFF, code, *(int(k) for k in keys)])
 
 
-def crops_per_patient(seed: int, code: int, n_patients: int, choices: Sequence[int] = (1, 2, 3)) -> list[tuple[int, int]]:
+def crops_per_patient(
+    seed: int, code: int, n_patients: int, choices: Sequence[int] = (1, 2, 3)
+) -> list[tuple[int, int]]:
     """``[(label, n_crops)]`` for ``n_patients`` (rounded up to even) patients, half of each class.
 
-    The malignant half gets a shuffled copy of the benign half's crop counts, so both classes hold exactly as many crops.
+    The label-1 half gets a shuffled copy of the label-0 half's crop counts, so both classes hold exactly as many
+    crops.
     Labels alternate 0, 1, 0, 1... in patient order.
     """
     half = (max(2, int(n_patients)) + 1) // 2
@@ -83,7 +86,9 @@ def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float 
     return (field - field.mean()) / (field.std() + 1e-12)
 
 
-def oriented_noise(rng: np.random.Generator, size: int, sigma_long: float, sigma_short: float, angle: float) -> np.ndarray:
+def oriented_noise(
+    rng: np.random.Generator, size: int, sigma_long: float, sigma_short: float, angle: float
+) -> np.ndarray:
     """Unit-variance noise streaked along ``angle`` (degrees): ducts and Cooper's ligaments in a mammogram."""
     big = int(np.ceil(size * 1.5)) + 4
     field = ndimage.gaussian_filter(rng.standard_normal((big, big)), (sigma_short, sigma_long), mode="wrap")
@@ -145,15 +150,14 @@ def curve_profile(
     return out
 
 
-def random_curve(rng: np.random.Generator, size: int, margin: float = 0.2) -> np.ndarray:
-    """Control points of a gently bent curve that crosses a ``size x size`` crop."""
-    angle = rng.uniform(0, np.pi)
-    offset = rng.uniform(-0.4, 0.4) * size
-    centre = np.array([size / 2, size / 2]) + offset * np.array([np.cos(angle + np.pi / 2), np.sin(angle + np.pi / 2)])
+def random_curve(rng: np.random.Generator, size: int, length: tuple[float, float] = (0.5, 1.4)) -> np.ndarray:
+    """Control points of a gently bent curve in a ``size x size`` crop, ``length`` (fraction of ``size``) long."""
+    angle = rng.uniform(0, 2 * np.pi)
     direction = np.array([np.cos(angle), np.sin(angle)])
-    half = size * (0.5 + margin)
-    bend = rng.normal(0, 0.15 * size) * np.array([-direction[1], direction[0]])
-    return np.stack([centre - half * direction, centre + bend, centre + half * direction])
+    start = rng.uniform(0.1, 0.9, 2) * size
+    end = start + rng.uniform(*length) * size * direction
+    bend = rng.normal(0, 0.12 * size) * np.array([-direction[1], direction[0]])
+    return np.stack([start, (start + end) / 2 + bend, end])
 
 
 def blend(base: np.ndarray, value: float | np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -266,9 +270,10 @@ def generate_medical(
     seed: int,
     code: int,
     n_patients: int,
-    make_crop: Callable[[Path, str, int, int, int, int], Item],
+    make_crop: Callable[[Path, int, int, int, int], Item],
 ) -> list[Item]:
-    """Run ``make_crop(output_dir, patient_id, patient_index, crop_index, label, seed)`` for every planned crop."""
+    """Run ``make_crop(output_dir, patient_index, crop_index, label, seed)`` for every crop of
+    :func:`crops_per_patient` and return the items."""
     output_dir = Path(output_dir)
     (output_dir / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
     items = []
@@ -276,3 +281,24 @@ def generate_medical(
         for crop in range(n_crops):
             items.append(make_crop(output_dir, index, crop, label, seed))
     return items
+
+
+def relabel(path: str | os.PathLike, name: str, seed: int) -> Path:
+    """Rewrite a data list written by a ``monai_adv.prepare`` module with the demo's header (name, modality "none",
+    native units "gray level", ``demo: true``), keeping its items."""
+    import json
+
+    path = Path(path)
+    prepared = json.loads(path.read_text(encoding="utf-8"))
+    datalist = {
+        "name": name,
+        "modality": "none",
+        "native_units": "gray level",
+        "classes": prepared["classes"],
+        "demo": True,
+        "demo_version": DEMO_VERSION,
+        "seed": int(seed),
+        "training": prepared["training"],
+        "test": prepared["test"],
+    }
+    return write_datalist(path, datalist)

@@ -9,10 +9,11 @@ affine: negative in-plane axes, 0.9..1.2 mm pixels, 5 mm slice, non-zero origin)
 - brain tissue: white matter (about 850) and cortical gray matter (about 600) folded in a gyral pattern, dark sulcal
   CSF lines, sometimes a ventricle; enhancing cortical veins (bright curves) and vessels seen end-on (bright dots);
   a smooth coil bias field, patient-specific scanner gain and Rician noise;
-- a focal enhancing lesion whose size and contrast grow with a hidden score (:func:`~monai_adv.demo._common.latent_score`):
-  absent for a typical no-tumor crop, a small bright nodule for a low score, and above about 6 mm a ring-enhancing
-  lesion with a dark necrotic core and surrounding T1-dark vasogenic oedema. The classes overlap by construction: some
-  tumor crops hold only a small enhancing focus, like a vessel seen end-on, and some no-tumor crops hold one too.
+- a focal enhancing lesion whose size and contrast grow with a hidden score
+  (:func:`~monai_adv.demo._common.latent_score`): absent for a typical no-tumor crop, a small bright nodule for a low
+  score, and above about 6 mm a ring-enhancing lesion with a dark necrotic core and surrounding T1-dark vasogenic
+  oedema. The classes overlap by construction: some tumor crops hold only a small enhancing focus, like a vessel seen
+  end-on, and some no-tumor crops hold one too.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ NAME = "brain_lesion_mri"
 CLASSES = ("no_tumor", "tumor")
 CODE = 3
 SIZE = 64
-SPREAD = 0.6
+SPREAD = 0.55
 DEFAULT_PATIENTS = 210
 
 
@@ -46,7 +47,7 @@ def _brain(rng: np.random.Generator, rr: np.ndarray, cc: np.ndarray) -> np.ndarr
     folds = C.smooth_noise(rng, shape, 4.0)
     white = 1.0 / (1.0 + np.exp(-(folds - 0.2) / 0.12))
     img = 600 + 250 * white + 20 * C.smooth_noise(rng, shape, 1.5)
-    sulci = np.exp(-((C.smooth_noise(rng, shape, 3.0) / 0.12) ** 2)) * (1.0 - white)
+    sulci = np.exp(-((C.smooth_noise(rng, shape, 4.0) / 0.2) ** 2)) * (1.0 - white)
     img = C.blend(img, 220, 0.85 * sulci)
     if rng.random() < 0.2:
         centre = tuple(rng.uniform(6, SIZE - 6, 2))
@@ -54,7 +55,7 @@ def _brain(rng: np.random.Generator, rr: np.ndarray, cc: np.ndarray) -> np.ndarr
             ventricle = C.star_shape(rr, cc, centre, rng.uniform(5, 11), C.random_harmonics(rng, 0.3), blur=0.8)
             img = C.blend(img, 180, ventricle)
     for _ in range(int(rng.integers(0, 3))):
-        vein = C.curve_profile(rr, cc, C.random_curve(rng, SIZE), rng.uniform(0.5, 1.0), taper=0.4)
+        vein = C.curve_profile(rr, cc, C.random_curve(rng, SIZE, (0.2, 0.6)), rng.uniform(0.5, 1.0), taper=0.4)
         img = C.blend(img, rng.uniform(1100, 1350), 0.9 * vein)
     for _ in range(int(rng.poisson(1.2))):
         dot = C.star_shape(rr, cc, tuple(rng.uniform(3, SIZE - 3, 2)), rng.uniform(0.6, 1.6), blur=0.6)

@@ -25,7 +25,7 @@ NAME = "lung_nodule_ct"
 CLASSES = ("benign", "malignant")
 CODE = 1
 SIZE = 64
-SPREAD = 0.6  # latent-score spread: an observer knowing the score is right with probability Phi(1/SPREAD) ~ 0.95
+SPREAD = 0.55  # latent-score spread: an observer knowing the score is right with probability Phi(1/SPREAD) ~ 0.96
 DEFAULT_PATIENTS = 210
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 
@@ -62,8 +62,9 @@ def render(rng: np.random.Generator, label: int, patient: dict) -> np.ndarray:
     if rng.random() < 0.25:
         img = _chest_wall(rng, img, rr, cc)
     for _ in range(int(rng.integers(1, 5))):
-        profile = C.curve_profile(rr, cc, C.random_curve(rng, SIZE), rng.uniform(0.6, 1.8), taper=0.3)
-        img = C.blend(img, rng.uniform(-80, 40), profile)
+        width = rng.uniform(0.5, 1.8)
+        profile = C.curve_profile(rr, cc, C.random_curve(rng, SIZE), width, taper=0.5)
+        img = C.blend(img, rng.uniform(-80, 40), profile * min(1.0, width / 1.2))  # thin vessels: partial volume
     for _ in range(int(rng.poisson(2.0))):
         dot = C.star_shape(rr, cc, tuple(rng.uniform(4, SIZE - 4, 2)), rng.uniform(0.8, 2.2), blur=0.6)
         img = C.blend(img, rng.uniform(-60, 40), dot)
@@ -107,7 +108,8 @@ def _calcify(rng, img, rr, cc, centre, radius, mask):
             img = C.blend(img, value, spot)
         return img
     if kind == "laminated":
-        ring = C.star_shape(rr, cc, centre, radius * 0.75, blur=0.5) - C.star_shape(rr, cc, centre, radius * 0.5, blur=0.5)
+        outer = C.star_shape(rr, cc, centre, radius * 0.75, blur=0.5)
+        ring = outer - C.star_shape(rr, cc, centre, radius * 0.5, blur=0.5)
         return C.blend(img, value, np.clip(ring, 0, 1))
     return C.blend(img, value * 0.7, mask)
 

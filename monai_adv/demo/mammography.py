@@ -1,18 +1,19 @@
-"""Demo ``breast_lesion_mammography``: 64x64 mammogram crops centred on a lesion, one DICOM MG file per crop.
+"""Demo ``breast_lesion_mammography``: 64x64 mammogram crops centred on a mass, one DICOM MG file per crop.
 
-What a crop holds (12-bit gray levels, MONOCHROME2, bright = dense; no rescale):
-- breast tissue: fat (about 700) and fibroglandular tissue (about 1900) mixed in a streaked pattern whose dense
+Like the paper's 1,696 CBIS-DDSM lesions (the CBIS-DDSM mass subset), every crop holds a mass.
+
+What a crop holds (12-bit gray levels, MONOCHROME2, bright = dense; no rescale; 0.4..0.6 mm pixels):
+- breast tissue: fat (about 850) and fibroglandular tissue (about 1200) mixed in a streaked pattern whose dense
   fraction is a property of the patient (fatty to extremely dense breasts), a few Cooper's ligaments, fine texture and
   quantum noise;
-- one lesion near the centre: either a mass (about two crops in three) or a cluster of calcifications. A mass is
-  slightly denser than glandular tissue, so dense breasts hide it.
+- one mass near the centre, denser than glandular tissue (+500..800), so dense tissue partly hides its margin.
 
 What differs between "benign" (0) and "malignant" (1): every class-specific feature is drawn from a hidden score
-(:func:`~monai_adv.demo._common.latent_score`), so the classes overlap by construction. Masses: a low score gives a
-round or oval, circumscribed mass (sharp margin, sometimes a lucent fat halo or coarse popcorn calcification), a high
-score an irregular, lobulated mass with an indistinct margin and long thin spicules. Calcifications: a low score gives
-a few coarse, round, scattered calcifications, a high score a tight cluster of many fine calcifications, partly in
-short lines (casting type).
+(:func:`~monai_adv.demo._common.latent_score`), so the classes overlap by construction. A low score gives a smaller,
+round or oval, circumscribed mass (sharp margin, sometimes a lucent fat halo or coarse popcorn calcifications), a high
+score a larger, irregular, lobulated mass with an indistinct margin, long thin spicules and sometimes fine pleomorphic
+calcifications in short lines. Calcifications are only a few hundred gray levels brighter than the mass, so they do
+not take over the per-image percentile scaling.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ NAME = "breast_lesion_mammography"
 CLASSES = ("benign", "malignant")
 CODE = 2
 SIZE = 64
-SPREAD = 0.6
+SPREAD = 0.5
 DEFAULT_PATIENTS = 210
 MAMMOGRAPHY_STORAGE = "1.2.840.10008.5.1.4.1.1.1.2"  # Digital Mammography X-Ray Image Storage - For Presentation
 
@@ -37,8 +38,8 @@ def patient_parameters(seed: int, index: int) -> dict:
     return {
         "spacing": round(float(rng.uniform(0.4, 0.6)), 4),
         "density": float(rng.uniform(0.15, 0.7)),  # dense (fibroglandular) fraction of the breast
-        "fat": float(rng.uniform(600, 800)),
-        "gland": float(rng.uniform(1750, 2050)),
+        "fat": float(rng.uniform(800, 900)),
+        "gland": float(rng.uniform(1150, 1300)),
         "noise": float(rng.uniform(20, 45)),
         "laterality": "L" if rng.random() < 0.5 else "R",
     }
@@ -51,7 +52,7 @@ def _background(rng: np.random.Generator, patient: dict, rr: np.ndarray, cc: np.
     threshold = np.quantile(field, 1.0 - patient["density"])
     dense = 1.0 / (1.0 + np.exp(-(field - threshold) / 0.25))
     img = patient["fat"] + (patient["gland"] - patient["fat"]) * dense
-    img = img + 70 * C.smooth_noise(rng, shape, 1.0) * (0.4 + dense)
+    img = img + 40 * C.smooth_noise(rng, shape, 1.0) * (0.4 + dense)
     for _ in range(int(rng.integers(0, 4))):
         ligament = C.curve_profile(rr, cc, C.random_curve(rng, SIZE), rng.uniform(0.5, 0.9), taper=0.5)
         img = img + rng.uniform(150, 350) * ligament
@@ -60,50 +61,47 @@ def _background(rng: np.random.Generator, patient: dict, rr: np.ndarray, cc: np.
 
 def _mass(rng, img, rr, cc, t, patient):
     spacing = patient["spacing"]
-    diameter = float(np.clip(8.0 + 8.0 * t + rng.normal(0, 3.0), 4.0, 26.0))
+    diameter = float(np.clip(6.0 + 14.0 * t + rng.normal(0, 2.5), 4.0, 26.0))
     radius = diameter / 2 / spacing
     centre = (SIZE / 2 - 0.5 + rng.normal(0, 1.5), SIZE / 2 - 0.5 + rng.normal(0, 1.5))
-    value = patient["gland"] + rng.uniform(150, 450)
+    value = patient["gland"] + rng.uniform(500, 800)
     harmonics = C.random_harmonics(rng, 0.03 + 0.3 * t, orders=(3, 4, 5, 6))
     harmonics.append((2, rng.uniform(0.05, 0.3) * (1.0 - t), rng.uniform(0, 2 * np.pi)))  # oval
     blur = 0.5 + 2.2 * t * rng.uniform(0.5, 1.0)
     if rng.random() < 0.5 * (1.0 - t) ** 2:  # lucent halo around a circumscribed mass
         halo = C.star_shape(rr, cc, centre, radius + 1.5, harmonics, blur=0.6)
         img = C.blend(img, patient["fat"], halo)
-    mask = C.star_shape(rr, cc, centre, radius, harmonics, blur=blur)
-    img = C.blend(img, value + 40 * C.smooth_noise(rng, img.shape, 1.5), mask)
-    for _ in range(int(rng.poisson(14.0 * t**2))):
+    for _ in range(int(rng.poisson(14.0 * t**2))):  # spicules, drawn under the mass
         a = rng.uniform(0, 2 * np.pi)
         direction = np.array([np.sin(a), np.cos(a)])
-        start = np.array(centre) + 0.8 * radius * direction
+        start = np.array(centre) + 0.5 * radius * direction
         end = np.array(centre) + radius * (1.0 + rng.uniform(0.8, 2.2)) * direction
         spike = C.segment_profile(rr, cc, tuple(start), tuple(end), rng.uniform(0.5, 0.9), taper=0.6)
-        img = img + (value - patient["fat"]) * 0.5 * spike
+        img = np.maximum(img, C.blend(img, value - 100, 0.8 * spike))
+    mask = C.star_shape(rr, cc, centre, radius, harmonics, blur=blur)
+    img = C.blend(img, value + 40 * C.smooth_noise(rng, img.shape, 1.5), mask)
     if rng.random() < 0.3 * (1.0 - t) ** 3:  # popcorn calcification of an involuting fibroadenoma
         for _ in range(int(rng.integers(2, 5))):
             offset = rng.uniform(-0.5, 0.5, 2) * radius
             spot = C.star_shape(rr, cc, (centre[0] + offset[0], centre[1] + offset[1]), rng.uniform(1.0, 2.0), blur=0.5)
-            img = C.blend(img, rng.uniform(3200, 3800), spot)
+            img = C.blend(img, value + rng.uniform(500, 900), spot)
+    elif rng.random() < 0.3 * t**3:
+        img = _fine_calcifications(rng, img, rr, cc, centre, radius, value)
     return img
 
 
-def _calcifications(rng, img, rr, cc, t):
-    count = int(np.clip(round(4 + 22 * t + rng.normal(0, 2.5)), 2, 40))
-    spread = max(4.0, 16.0 - 9.0 * t + rng.normal(0, 1.5))
-    size = max(0.5, 2.4 - 1.8 * t + rng.normal(0, 0.25))
-    centre = np.array([SIZE / 2 - 0.5, SIZE / 2 - 0.5]) + rng.normal(0, 1.5, 2)
-    linear = rng.random() < t**2  # casting-type: part of the cluster lies along short lines
-    axes = [rng.uniform(0, np.pi) for _ in range(int(rng.integers(1, 4)))]
+def _fine_calcifications(rng, img, rr, cc, centre, radius, value):
+    """Fine pleomorphic calcifications in and around a suspicious mass, partly along short lines."""
+    count = int(rng.integers(5, 16))
+    axes = [rng.uniform(0, np.pi) for _ in range(int(rng.integers(1, 3)))]
     for k in range(count):
-        if linear and k % 2 == 0:
+        if k % 2 == 0:
             a = axes[k % len(axes)]
-            position = centre + rng.uniform(-spread, spread) * np.array([np.sin(a), np.cos(a)]) + rng.normal(0, 0.7, 2)
+            position = np.array(centre) + rng.uniform(-1.2, 1.2) * radius * np.array([np.sin(a), np.cos(a)])
         else:
-            position = centre + rng.normal(0, spread / 2, 2)
-        radius = max(0.4, size * rng.uniform(0.6, 1.4))
-        harmonics = C.random_harmonics(rng, 0.35 * t, orders=(2, 3))
-        spot = C.star_shape(rr, cc, tuple(position), radius, harmonics, blur=0.5)
-        img = C.blend(img, rng.uniform(3200, 3900), spot)
+            position = np.array(centre) + rng.normal(0, 0.6 * radius, 2)
+        spot = C.star_shape(rr, cc, tuple(position), rng.uniform(0.4, 0.9), C.random_harmonics(rng, 0.3, (2, 3)))
+        img = C.blend(img, value + rng.uniform(400, 800), spot)
     return img
 
 
@@ -111,10 +109,7 @@ def render(rng: np.random.Generator, label: int, patient: dict) -> np.ndarray:
     rr, cc = C.coords(SIZE)
     img = _background(rng, patient, rr, cc)
     t = C.squash(C.latent_score(rng, label, SPREAD))
-    if rng.random() < 0.65:
-        img = _mass(rng, img, rr, cc, t, patient)
-    else:
-        img = _calcifications(rng, img, rr, cc, t)
+    img = _mass(rng, img, rr, cc, t, patient)
     return img + patient["noise"] * rng.standard_normal(img.shape)
 
 

@@ -124,4 +124,4 @@ def prepare(
         sides[split] = items
     if not sides["training"] and not sides["test"]:
         raise DataError(f"{batch_dir}: the CIFAR-10 batches hold no images; nothing to prepare")
-    return finish_datalist(output_dir, "cifar10", "photo", "uint8 RGB", classes, sides["training"], sides["test"])
+    return finish_datalist(output_dir, "cifar10", "none", "gray level", classes, sides["training"], sides["test"])
