@@ -91,6 +91,7 @@ def main() -> None:
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)  # as scripts/bench_attacks.py: denormal gradients distort CPU timings
     set_determinism(seed=args.seed)
     images = torch.rand(args.images, 1, args.size, args.size)
     labels = torch.randint(0, 2, (args.images,))

@@ -120,6 +120,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)  # as scripts/bench_attacks.py: denormal gradients distort CPU timings
 
     g = torch.Generator().manual_seed(args.seed)
     x_train, y_train = lesions(2048, args.size, g)
