@@ -5,27 +5,17 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from monai_adv.io import DataError
-from monai_adv.prepare import cifar10, summarise
+from monai_adv.prepare import cifar10
+from monai_adv.prepare.common import cli_parser, run_cli
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--source", required=True, help="cifar-10-batches-bin or the folder holding it")
-    parser.add_argument("--output", required=True, help="output folder (images/ and datalist.json)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser = cli_parser(__doc__, "cifar-10-batches-bin or the folder holding it")
     parser.add_argument("--limit-per-split", type=int, default=None, help="seeded random subset size per split")
     args = parser.parse_args(argv)
-    try:
-        path = cifar10.prepare(args.source, args.output, seed=args.seed, limit_per_split=args.limit_per_split)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(summarise(path))
-    return 0
+    return run_cli(cifar10.prepare, args, limit_per_split=args.limit_per_split)
 
 
 if __name__ == "__main__":

@@ -5,18 +5,14 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from monai_adv.io import DataError
-from monai_adv.prepare import lidc, summarise
+from monai_adv.prepare import lidc
+from monai_adv.prepare.common import cli_parser, run_cli
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--source", required=True, help="folder holding the CT series and the LIDC XML files")
-    parser.add_argument("--output", required=True, help="output folder (images/ and datalist.json)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser = cli_parser(__doc__, "folder holding the CT series and the LIDC XML files")
     parser.add_argument("--crop-size", type=int, default=64, help="square crop side in pixels")
     parser.add_argument("--ambiguous", choices=lidc.AMBIGUOUS_CHOICES, default="exclude",
                         help="what a median malignancy of exactly 3 becomes")
@@ -25,23 +21,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-balance", action="store_true", help="keep every nodule instead of balancing classes")
     parser.add_argument("--skip-missing-series", action="store_true", help="skip XML files whose series is absent")
     args = parser.parse_args(argv)
-    try:
-        path = lidc.prepare(
-            args.source,
-            args.output,
-            seed=args.seed,
-            crop_size=args.crop_size,
-            ambiguous=args.ambiguous,
-            min_readers=args.min_readers,
-            group_distance_mm=args.group_distance_mm,
-            balance=not args.no_balance,
-            skip_missing_series=args.skip_missing_series,
-        )
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(summarise(path))
-    return 0
+    return run_cli(
+        lidc.prepare,
+        args,
+        crop_size=args.crop_size,
+        ambiguous=args.ambiguous,
+        min_readers=args.min_readers,
+        group_distance_mm=args.group_distance_mm,
+        balance=not args.no_balance,
+        skip_missing_series=args.skip_missing_series,
+    )
 
 
 if __name__ == "__main__":

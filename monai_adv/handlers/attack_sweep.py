@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from monai_adv.attacks import PGD
-from monai_adv.attacks.base import eval_mode, plain_tensor
+from monai_adv.attacks.base import eval_mode
+from monai_adv.handlers.collect import evaluator_batches
 from monai_adv.reports import plot_accuracy_vs_eps, plot_adversarial_examples
 from monai_adv.sweep import AttackFactory, SweepResult, all_passed, attack_sweep, sweep_checks
 from monai_adv.utils import atomic_write_json, atomic_write_text
@@ -152,17 +153,11 @@ class AttackSweep:
             self.logger = engine.logger
         engine.add_event_handler(Events.COMPLETED, self)
 
-    def _batches(self, engine: Engine):
-        from tqdm import tqdm
-
-        for batch in tqdm(engine.data_loader, desc="attack sweep", leave=False, disable=engine.state.rank != 0):
-            images, labels = engine.prepare_batch(batch, engine.state.device, engine.non_blocking)[:2]
-            yield plain_tensor(images), None if self.use_predicted_labels or labels is None else labels
-
     def __call__(self, engine: Engine) -> None:
         model = engine.network
         results, large, examples = [], [], None
-        for images, labels in self._batches(engine):
+        for _, images, labels in evaluator_batches(engine, "attack sweep"):
+            labels = None if self.use_predicted_labels else labels
             results.append(attack_sweep(model, images, labels, self.attacks, self.eps_grid, reuse=self.reuse))
             seen = sum(r.n for r in large)
             if self.large_eps is not None and seen < self.large_eps_samples:

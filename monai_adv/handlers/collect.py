@@ -1,18 +1,35 @@
-"""Base for handlers that need every image's id, class probabilities and label at the end of an evaluation."""
+"""What handlers share: a base that collects every image's id, probabilities and label during an evaluation, and
+a loop over an evaluator's data for handlers that attack it after the evaluation."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from monai.utils import evenly_divisible_all_gather, string_list_all_gather
 
+from monai_adv.attacks.base import plain_tensor
+
 if TYPE_CHECKING:
     from ignite.engine import Engine
 
-__all__ = ["PerImageCollector"]
+__all__ = ["PerImageCollector", "evaluator_batches"]
+
+
+def evaluator_batches(engine: Engine, desc: str) -> Iterator[tuple[Any, torch.Tensor, torch.Tensor | None]]:
+    """Run over the evaluator's data loader again, with a progress bar on rank 0.
+
+    Yields ``(batch, images, labels)``: the raw batch, and the engine's ``prepare_batch`` output on its device, the
+    images as a plain tensor ``(B, C, *spatial)`` and the labels ``(B,)`` or ``None``.
+    """
+    from tqdm import tqdm
+
+    for batch in tqdm(engine.data_loader, desc=desc, leave=False, disable=engine.state.rank != 0):
+        images, labels = engine.prepare_batch(batch, engine.state.device, engine.non_blocking)[:2]
+        yield batch, plain_tensor(images), labels
 
 
 def _rows(value: Any) -> list[dict]:

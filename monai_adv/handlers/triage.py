@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from monai.utils import evenly_divisible_all_gather, string_list_all_gather
 
-from monai_adv.attacks.base import plain_tensor
+from monai_adv.handlers.collect import evaluator_batches
 from monai_adv.reports import plot_triage_curves
 from monai_adv.sensitivity import SensitivityResult, minimal_flip_eps
 from monai_adv.triage import compare_triage, flag_fraction, flag_threshold, threshold_triage, triage_curves
@@ -122,16 +122,13 @@ class SensitivityTriage:
         engine.add_event_handler(Events.COMPLETED, self)
 
     def _search(self, engine: Engine) -> tuple[list[str], SensitivityResult, torch.Tensor | None]:
-        from tqdm import tqdm
-
         ids, results, labels = [], [], []
-        for batch in tqdm(engine.data_loader, desc="sensitivity", leave=False, disable=engine.state.rank != 0):
-            images, batch_labels = engine.prepare_batch(batch, engine.state.device, engine.non_blocking)[:2]
+        for batch, images, batch_labels in evaluator_batches(engine, "sensitivity"):
             batch_ids = batch.get(self.id_key) if isinstance(batch, dict) else None
             ids += [str(i) for i in batch_ids] if batch_ids is not None else [f"{len(ids) + k}" for k in range(len(images))]
             results.append(
                 minimal_flip_eps(
-                    engine.network, plain_tensor(images), self.eps_max, self.tol, restarts=self.restarts,
+                    engine.network, images, self.eps_max, self.tol, restarts=self.restarts,
                     steps=self.steps, labels=batch_labels, seed=self.seed + len(results),
                 )
             )

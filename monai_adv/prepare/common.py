@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
 import random
+import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -187,3 +189,24 @@ def summarise(datalist_path: str | os.PathLike) -> str:
         per_class = ", ".join(f"{c} {counts.get(k, 0)}" for k, c in enumerate(classes))
         parts.append(f"{key} {len(datalist.get(key, []))} ({per_class})")
     return f"{datalist.get('name', '?')}: {'; '.join(parts)} -> {datalist_path}"
+
+
+def cli_parser(doc: str | None, source_help: str) -> argparse.ArgumentParser:
+    """The command line shared by ``scripts/prepare_*.py``: ``--source``, ``--output`` and ``--seed``."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source", required=True, help=source_help)
+    parser.add_argument("--output", required=True, help="output folder (images/ and datalist.json)")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def run_cli(prepare: Callable[..., Path], args: argparse.Namespace, **options: Any) -> int:
+    """Run ``prepare(source, output, seed=..., **options)``: print the summary line and return 0, or print the
+    :class:`~monai_adv.io.DataError` naming the bad item and return 2."""
+    try:
+        path = prepare(args.source, args.output, seed=args.seed, **options)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(summarise(path))
+    return 0
