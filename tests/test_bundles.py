@@ -257,3 +257,23 @@ def test_adversarial_training_never_reads_the_test_split_and_feeds_the_compariso
     original_clean = next(float(r["accuracy"]) for r in rows if r["model"] == "original" and r["attack"] == "clean")
     assert original_clean == pytest.approx(metrics["accuracy"])
     assert (adv_out / "robustness_comparison.png").is_file()
+
+
+def test_multi_gpu_train_under_torchrun_on_cpu(trained, demo_dir, tmp_path):
+    """multi_gpu_train.json under torchrun with 2 processes (gloo on the CPU): DDP trains, rank 0 alone saves a
+    checkpoint that loads into the plain network."""
+    bundle = "lung_nodule_ct_classification"
+    trained(bundle)  # the demo data exists by now
+    env = dict(os.environ, MONAI_ADV_DEMO_DIR=str(demo_dir), OMP_NUM_THREADS="1")
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
+        "-m", "monai.bundle", "run", "--config_file", str(configs(bundle, "train", "multi_gpu_train", "demo")),
+        "--output_dir", str(tmp_path), "--max_epochs", "2",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    state = load_state(tmp_path / "models" / "model.pt")
+    parser = ConfigParser()
+    parser.read_config(configs(bundle, "inference", "demo"))
+    net = parser.get_parsed_content("network_def")
+    net.load_state_dict(state)  # no "module." prefix: Ignite unwraps DDP when saving
