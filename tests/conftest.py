@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 
 def write_prepare_dicom(path: Path, pixels: np.ndarray, **tags) -> Path:
@@ -46,3 +47,13 @@ def write_prepare_dicom(path: Path, pixels: np.ndarray, **tags) -> Path:
 def prepare_dicom_writer():
     """The :func:`write_prepare_dicom` builder: ``writer(path, pixels, **tags) -> path``."""
     return write_prepare_dicom
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run fastest on one intra-op thread, and far slower with several on a shared, loaded machine.
+    Modules of tiny-model tests use it with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -16,13 +16,7 @@ from monai_adv.networks import PaperVGG16
 TOL = 1e-6
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: intra-op threads only add overhead, and spin badly when the cores are shared with other jobs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_cnn(spatial_dims: int = 2, num_classes: int = 2, batch_norm: bool = False, seed: int = 0) -> nn.Module:

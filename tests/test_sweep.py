@@ -16,13 +16,7 @@ from monai_adv.sweep import SweepResult, all_passed, attack_sweep, sweep_checks
 GRID = [0.02, 0.05, 0.08, 0.12, 0.2]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: intra-op threads only add overhead, and spin badly when the cores are shared with other jobs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def blobs(n: int, gen: torch.Generator, size: int = 12) -> tuple[torch.Tensor, torch.Tensor]:

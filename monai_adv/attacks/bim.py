@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from .base import AttackResult, IterativeLinfAttack
 
@@ -34,17 +33,6 @@ class BIM(IterativeLinfAttack):
 
     name = "BIM"
     step_divisor = 10
-
-    def __init__(
-        self,
-        model: nn.Module,
-        eps: float | torch.Tensor,
-        steps: int = 10,
-        step_size: float | torch.Tensor | None = None,
-        any_iterate: bool = False,
-        use_predicted_labels: bool = False,
-    ) -> None:
-        super().__init__(model, eps, steps, step_size, any_iterate, use_predicted_labels)
 
     def _attack(self, images: torch.Tensor, labels: torch.Tensor, eps: float | torch.Tensor) -> AttackResult:
         return self._iterate(images, labels, eps, self._step(eps, images), start=images)

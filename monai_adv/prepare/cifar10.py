@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from monai_adv.io import DataError
-from monai_adv.prepare.common import IMAGES_DIR, finish_datalist, save_png, subset_indices
+from monai_adv.prepare.common import finish_datalist, write_png_split
 from monai_adv.utils import atomic_write, atomic_write_text
 
 __all__ = [
@@ -115,13 +115,7 @@ def prepare(
     sides: dict[str, list[dict]] = {}
     for split, tag, files in (("training", "train", TRAIN_BATCHES), ("test", "test", (TEST_BATCH,))):
         images, labels = _load_split(batch_dir, files, len(classes))
-        items = []
-        for index in subset_indices(len(labels), limit_per_split, seed):
-            item_id = f"cifar10_{tag}_{index:05d}"
-            rel = f"{IMAGES_DIR}/{item_id}.png"
-            save_png(output_dir / rel, images[index])
-            items.append({"id": item_id, "image": rel, "label": int(labels[index]), "patient_id": item_id})
-        sides[split] = items
+        sides[split] = write_png_split(output_dir, f"cifar10_{tag}", images, labels, limit_per_split, seed)
     if not sides["training"] and not sides["test"]:
         raise DataError(f"{batch_dir}: the CIFAR-10 batches hold no images; nothing to prepare")
     return finish_datalist(output_dir, "cifar10", "none", "gray level", classes, sides["training"], sides["test"])

@@ -210,3 +210,17 @@ def run_cli(prepare: Callable[..., Path], args: argparse.Namespace, **options: A
         return 2
     print(summarise(path))
     return 0
+
+
+def write_png_split(
+    output_dir: Path, prefix: str, images: np.ndarray, labels: np.ndarray, limit: int | None, seed: int
+) -> list[dict[str, Any]]:
+    """Write a (seeded, optionally limited) subset of one split as PNG under ``images/`` and return its data-list
+    items, each image its own patient; ids are ``<prefix>_<index in the split, 5 digits>``."""
+    items = []
+    for index in subset_indices(len(labels), limit, seed):
+        item_id = f"{prefix}_{index:05d}"
+        rel = f"{IMAGES_DIR}/{item_id}.png"
+        save_png(output_dir / rel, images[index])
+        items.append({"id": item_id, "image": rel, "label": int(labels[index]), "patient_id": item_id})
+    return items

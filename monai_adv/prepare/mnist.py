@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from monai_adv.io import DataError
-from monai_adv.prepare.common import IMAGES_DIR, finish_datalist, save_png, subset_indices
+from monai_adv.prepare.common import finish_datalist, write_png_split
 from monai_adv.utils import atomic_write
 
 __all__ = ["CLASSES", "FILES", "prepare", "read_idx", "write_idx_images", "write_idx_labels"]
@@ -129,13 +129,7 @@ def prepare(
     for split in FILES:
         images, labels = _load_split(source_dir, split)
         tag = "train" if split == "training" else "test"
-        items = []
-        for index in subset_indices(len(labels), limit_per_split, seed):
-            item_id = f"mnist_{tag}_{index:05d}"
-            rel = f"{IMAGES_DIR}/{item_id}.png"
-            save_png(output_dir / rel, images[index])
-            items.append({"id": item_id, "image": rel, "label": int(labels[index]), "patient_id": item_id})
-        sides[split] = items
+        sides[split] = write_png_split(output_dir, f"mnist_{tag}", images, labels, limit_per_split, seed)
     if not sides["training"] and not sides["test"]:
         raise DataError(f"{source_dir}: the MNIST files hold no images; nothing to prepare")
     return finish_datalist(
