@@ -58,7 +58,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from .attacks.base import check_images, check_labels, eval_mode, num_classes, plain_tensor, predict, restore_type
+from .attacks.base import (
+    check_images,
+    check_labels,
+    check_sample_seeds,
+    eval_mode,
+    mix_seed,
+    num_classes,
+    plain_tensor,
+    predict,
+    restore_type,
+)
 from .attacks.pgd import PGD
 
 __all__ = ["METHODS", "SensitivityResult", "minimal_flip_eps", "linear_grid", "default_tolerance", "halvings"]
@@ -264,22 +274,28 @@ def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
 class _WarmStartPGD(PGD):
     """PGD whose first start is ``warm`` projected onto each sample's ball (then random starts as usual).
 
-    Relies on :class:`PGD` drawing each start with ``self._start(images, eps)`` on the batch it attacks.
+    Relies on :class:`PGD` drawing each start with ``self._start(images, eps, restart)`` on the batch it attacks; with
+    per-sample seeds the random starts are restarts 1..R of each sample's streams (0 is the warm start).
     """
 
     def __init__(self, *args, warm: torch.Tensor, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._warm: torch.Tensor | None = warm
 
-    def _start(self, images: torch.Tensor, eps: float | torch.Tensor) -> torch.Tensor:
+    def _start(self, images: torch.Tensor, eps: float | torch.Tensor, restart: int = 0) -> torch.Tensor:
         if self._warm is None:
-            return super()._start(images, eps)
+            return super()._start(images, eps, restart)
         warm, self._warm = self._warm, None
         return torch.clamp(images + torch.clamp(warm - images, min=-eps, max=eps), min=0, max=1)
 
 
 class _Prober:
-    """Runs PGD probes on subsets of one batch at per-sample eps and counts the passes."""
+    """Runs PGD probes on subsets of one batch at per-sample eps and counts the passes.
+
+    With ``keys`` (one int per sample) probe ``p`` of sample ``j`` (its ``p``-th probe) uses the per-sample PGD seed
+    ``mix_seed(seed, keys[j], p)``: which probes a sample gets depends only on its own results, so its whole search
+    is the same in any batch.
+    """
 
     def __init__(
         self,
@@ -290,11 +306,19 @@ class _Prober:
         step_size_ratio: float,
         restarts: int,
         any_iterate: bool,
+        keys: list[int] | None = None,
+        seed: int = 0,
     ) -> None:
         self.model, self.images, self.targets = model, images, targets
         self.steps, self.ratio, self.restarts, self.any_iterate = steps, step_size_ratio, restarts, any_iterate
+        self.keys, self.seed = keys, seed
         self.grad_passes = self.forward_passes = 0
         self.probes = torch.zeros(images.shape[0], dtype=torch.long, device=images.device)
+
+    def _seeds(self, idx: torch.Tensor) -> list[int] | None:
+        if self.keys is None:
+            return None
+        return [mix_seed(self.seed, self.keys[i], p) for i, p in zip(idx.tolist(), self.probes[idx].tolist())]
 
     def __call__(
         self, idx: torch.Tensor, eps: torch.Tensor, warm: torch.Tensor | None = None
@@ -302,7 +326,10 @@ class _Prober:
         """Probe samples ``idx`` at ``eps`` ``(len(idx),)``, first from ``warm`` ``(len(idx), C, ...)`` when given;
         return ``(flipped, adversarial)`` for those samples."""
         eps = eps.to(self.images.dtype)
-        kwargs = dict(steps=self.steps, step_size=eps * self.ratio, random_start=True, any_iterate=self.any_iterate)
+        kwargs = dict(
+            steps=self.steps, step_size=eps * self.ratio, random_start=True, any_iterate=self.any_iterate,
+            sample_seeds=self._seeds(idx),
+        )
         if warm is None:
             attack = PGD(self.model, eps, restarts=self.restarts, **kwargs)
         else:
@@ -410,6 +437,7 @@ def minimal_flip_eps(
     warm_start: bool = True,
     labels: torch.Tensor | None = None,
     seed: int | None = None,
+    keys: torch.Tensor | Sequence[int] | None = None,
 ) -> SensitivityResult:
     """Per-image smallest L-infinity eps at which PGD changes the model's clean prediction, as a bracket.
 
@@ -438,7 +466,13 @@ def minimal_flip_eps(
         labels: optional true labels ``(B,)``; only used to report :attr:`SensitivityResult.correct`. The flip
             criterion always compares with the clean prediction.
         seed: seed for the random starts; the caller's global RNG state is left untouched. ``None`` uses (and
-            advances) the global RNG.
+            advances) the global RNG (``0`` with ``keys``).
+        keys: one integer per sample that identifies it in its data set (a dataset index, or
+            :func:`~monai_adv.attacks.base.key_of` of its id). Given, every sample's search draws from its own
+            streams (probe ``p``, restart ``r``: ``mix_seed(mix_seed(seed, key, p), r)``) and each sample's gradient
+            is that of its own loss, so its result does not depend on the batch it is searched in: any batching, and
+            a distributed run, give the same per-image results (up to float round-off of batched layers). ``None``
+            (default): one stream for the batch from ``seed``, as before.
 
     Returns:
         :class:`SensitivityResult` with per-sample ``eps_lo``, ``eps_hi``, ``flipped``, ``adversarial``, the clean
@@ -472,14 +506,17 @@ def minimal_flip_eps(
         x = x.clone()
     check_images(x)
     n, device = x.shape[0], x.device
+    key_list = check_sample_seeds(keys, n)
+    if key_list is not None and seed is None:
+        seed = 0
 
-    with eval_mode(model), _seeded(seed, device):
+    with eval_mode(model), _seeded(seed if key_list is None else None, device):
         logits, prediction, probability = _clean_pass(model, x)
         y = None if labels is None else check_labels(labels, n, num_classes(logits)).to(device)
         lo = torch.zeros(n, dtype=torch.float64, device=device)
         hi = torch.full((n,), math.inf, dtype=torch.float64, device=device)
         adv = x.clone()
-        probe = _Prober(model, x, prediction, steps, step_size_ratio, restarts, any_iterate)
+        probe = _Prober(model, x, prediction, steps, step_size_ratio, restarts, any_iterate, key_list, seed or 0)
         if grid_values is None:
             _bisection(probe, n, eps_max, tol, lo, hi, adv, warm_start)
         else:

@@ -21,6 +21,13 @@ For deterministic attacks (FGSM, BIM, PGD without random start) a sample is corr
 it is correct without reuse at every grid eps <= eps_k. For randomised attacks (PGD's random start) the two sweeps
 draw different starts (compaction changes the batch the noise is drawn for), so the relation holds in expectation,
 not sample by sample.
+
+Per-sample keys (``keys``, e.g. hashed item ids) make every sample's sweep independent of the batch it is in: each
+:class:`~monai_adv.attacks.base.LinfAttack` gets per-sample seeds ``mix_seed(seed, key, attack, eps)`` (PGD's random
+start of that sample, attack and eps, whatever else is in the batch or already broken) and sums its loss over the
+batch, so the input gradient of a sample is that of its own loss. Any batching of the same samples, and a
+distributed run over shards of them, then give the same per-sample results (up to float round-off of batched
+layers), and with reuse the relation above holds sample by sample for PGD too.
 Accuracy at eps 0 is the clean accuracy (no attack is run there); eps 0 is added to the grid when missing.
 
 Work is counted per sample: a "gradient pass" is one forward+backward input-gradient pass of one sample, a "forward
@@ -39,7 +46,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from .attacks.base import LinfAttack, check_images, check_labels, eval_mode, num_classes, plain_tensor, predict
+from .attacks.base import (
+    LinfAttack,
+    check_images,
+    check_labels,
+    check_sample_seeds,
+    eval_mode,
+    key_of,
+    mix_seed,
+    num_classes,
+    plain_tensor,
+    predict,
+)
 from .attacks.fgsm import FGSM
 
 __all__ = ["AttackFactory", "SweepWork", "SweepResult", "Check", "attack_sweep", "sweep_checks", "all_passed"]
@@ -181,6 +199,8 @@ def _sweep_one(
     grid: tuple[float, ...],
     reuse: bool,
     check_bound: bool,
+    keys: list[int] | None = None,
+    seed: int = 0,
 ) -> tuple[torch.Tensor, SweepWork]:
     n = images.shape[0]
     correct = torch.zeros(n, len(grid), dtype=torch.bool, device=images.device)
@@ -204,6 +224,9 @@ def _sweep_one(
         if idx.numel() == 0:
             continue
         x, y = images[idx], labels[idx]
+        if keys is not None and isinstance(attack, LinfAttack):
+            stream = key_of(f"{name}@{eps!r}")
+            attack.sample_seeds = [mix_seed(seed, keys[i], stream) for i in idx.tolist()]
         fooled = None
         if reuse and isinstance(attack, FGSM):
             if direction is None:  # first eps > 0: every alive sample is here, later ones are subsets
@@ -244,6 +267,8 @@ def attack_sweep(
     eps_grid: Sequence[float],
     reuse: bool = True,
     check_bound: bool = True,
+    keys: torch.Tensor | Sequence[int] | None = None,
+    seed: int = 0,
 ) -> SweepResult:
     """Accuracy of ``model`` under every attack at every eps of ``eps_grid``, on one batch.
 
@@ -260,12 +285,20 @@ def attack_sweep(
         reuse: nested-ball reuse, batch compaction and the one-gradient FGSM grid (see the module docstring).
         check_bound: check that every attack returns images within its eps-ball and [0, 1] (the nested-ball
             argument needs it); raises ``ValueError`` otherwise.
+        keys: ``(B,)`` integers identifying the samples in their data set (dataset indices, or
+            :func:`~monai_adv.attacks.base.key_of` of item ids). Given, the sweep of every sample is independent of
+            its batch (see the module docstring): per-sample seeds ``mix_seed(seed, key, key_of(f"{attack}@{eps!r}"))``
+            for every :class:`~monai_adv.attacks.base.LinfAttack`, summed losses. Other attacks (torchattacks
+            through :class:`~monai_adv.attacks.LibraryAttack`) keep the global RNG. ``None`` (default): the attacks
+            as built, torchattacks' semantics.
+        seed: seed of those per-sample streams (only used with ``keys``).
 
     Returns:
         :class:`SweepResult` with per-(attack, eps) correct counts, ``n``, per-sample correctness and work counts.
     """
     x = plain_tensor(images).detach()
     check_images(x)
+    key_list = check_sample_seeds(keys, x.shape[0])
     grid = _grid(eps_grid)
     with eval_mode(model):
         with torch.no_grad():
@@ -276,7 +309,9 @@ def attack_sweep(
         clean_ok = clean_pred == y
         correct, work, per_sample = {}, {}, {}
         for name, factory in attacks.items():
-            flags, work[name] = _sweep_one(name, model, x, y, clean_ok, factory, grid, reuse, check_bound)
+            flags, work[name] = _sweep_one(
+                name, model, x, y, clean_ok, factory, grid, reuse, check_bound, key_list, int(seed)
+            )
             per_sample[name] = flags.cpu()
             correct[name] = [int(c) for c in flags.sum(0).tolist()]
     return SweepResult(grid, x.shape[0], int(clean_ok.sum()), correct, work, per_sample, reuse)

@@ -9,6 +9,9 @@ Conventions (the same as torchattacks 3.5.1):
 * labels are class indices ``(B,)``;
 * the attack maximises the batch-mean loss and uses the sign of its input gradient, taken with
   ``torch.autograd.grad`` so that parameter ``.grad`` is never touched;
+* randomness (PGD's random start) comes from the global torch RNG, drawn for the whole batch, unless the attack is
+  given per-sample seeds (``sample_seeds``): then every sample draws from its own generator and the loss is summed,
+  so a sample's result does not depend on the batch it is in (see :func:`mix_seed`);
 * the model runs in eval mode during the attack and every module's own train/eval flag is restored afterwards, so
   BatchNorm running statistics do not move.
 """
@@ -16,7 +19,8 @@ Conventions (the same as torchattacks 3.5.1):
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+import hashlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -39,6 +43,10 @@ __all__ = [
     "predict",
     "plain_tensor",
     "restore_type",
+    "mix_seed",
+    "key_of",
+    "check_sample_seeds",
+    "per_sample_uniform",
 ]
 
 RANGE_TOLERANCE = 1e-6
@@ -176,6 +184,62 @@ def take(value: float | torch.Tensor, index: torch.Tensor) -> float | torch.Tens
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# per-sample randomness
+
+_MASK64 = (1 << 64) - 1
+
+
+def _splitmix64(x: int) -> int:
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def mix_seed(*values: int) -> int:
+    """Hash integers (a seed, a sample key, stream numbers such as a restart or probe index) into one seed in
+    ``[0, 2**63)``, the same on every machine and in every process (a splitmix64 chain; Python's ``hash`` is salted).
+
+    ``mix_seed(seed, key, r)`` and ``mix_seed(seed, key, r + 1)`` give unrelated seeds, so one sample's streams are
+    independent, and no sample's stream depends on the others in its batch.
+    """
+    h = 0
+    for v in values:
+        h = _splitmix64(h ^ (int(v) & _MASK64))
+    return h >> 1
+
+
+def key_of(item_id: object) -> int:
+    """A stable integer key in ``[0, 2**63)`` for a data item's id (its string form), for per-sample seeds: the same
+    id gives the same key in every process and run."""
+    digest = hashlib.blake2b(str(item_id).encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def check_sample_seeds(seeds: torch.Tensor | Sequence[int] | None, batch_size: int | None = None) -> list[int] | None:
+    """``seeds`` as a list of Python ints (``None`` stays ``None``), checking there is one per sample when
+    ``batch_size`` is given."""
+    if seeds is None:
+        return None
+    values = [int(s) for s in (seeds.tolist() if isinstance(seeds, torch.Tensor) else seeds)]
+    if batch_size is not None and len(values) != batch_size:
+        raise ValueError(f"sample_seeds must hold one seed per sample ({batch_size}), got {len(values)}")
+    return values
+
+
+def per_sample_uniform(like: torch.Tensor, seeds: Sequence[int], stream: int = 0) -> torch.Tensor:
+    """Uniform noise in ``[-1, 1)`` shaped like ``like`` ``(B, ...)``, sample ``j`` drawn from a generator on
+    ``like``'s device seeded with ``mix_seed(seeds[j], stream)``: a sample's noise does not depend on the batch.
+    The global RNG is not touched."""
+    out = torch.empty_like(like)
+    generator = torch.Generator(device=like.device)
+    for j, seed in enumerate(seeds):
+        generator.manual_seed(mix_seed(seed, stream))
+        out[j].uniform_(-1.0, 1.0, generator=generator)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # loss and prediction
 
 
@@ -237,15 +301,31 @@ class LinfAttack:
         eps: radius of the L-infinity ball in [0, 1] intensity units: a float, or a ``(B,)`` tensor, one per sample.
         use_predicted_labels: attack the model's clean predictions instead of the given labels (what ART does when
             ``generate`` gets no ``y``, as in the paper's public code). Calling with ``labels=None`` does the same.
+        sample_seeds: ``None`` (default): torchattacks' semantics, the batch-mean loss and the global RNG. Or one
+            integer seed per sample of the batch given to :meth:`run` (a ``(B,)`` tensor or sequence; also settable as
+            the attribute ``sample_seeds`` before each call): the loss is then summed over the batch, so each sample's
+            input gradient is that of its own loss, and randomised attacks draw each sample's noise from its own
+            generator (PGD: restart ``r`` of sample ``j`` from ``mix_seed(sample_seeds[j], r)``). A sample's result
+            then does not depend on the other samples in its batch (up to float round-off of batched layers), which
+            makes a distributed run equal to a single-process one. Gradient signs equal the mean-loss ones except
+            where a component underflows.
     """
 
     name = "LinfAttack"
 
-    def __init__(self, model: nn.Module, eps: float | torch.Tensor, use_predicted_labels: bool = False) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float | torch.Tensor,
+        use_predicted_labels: bool = False,
+        sample_seeds: torch.Tensor | Sequence[int] | None = None,
+    ) -> None:
         check_eps(eps)
         self.model = model
         self.eps = eps
         self.use_predicted_labels = use_predicted_labels
+        self.sample_seeds = sample_seeds
+        self._seeds: list[int] | None = None  # sample_seeds of the running call, as ints
         self._grad_passes = 0
         self._forward_passes = 0
         self._labels_checked = False
@@ -283,6 +363,7 @@ class LinfAttack:
             x = x.clone()
         check_images(x)
         eps = per_sample(self.eps, x)
+        self._seeds = check_sample_seeds(self.sample_seeds, x.shape[0])
         self._grad_passes = self._forward_passes = 0
         self._labels_checked = False
         with eval_mode(self.model), torch.enable_grad():
@@ -316,11 +397,13 @@ class LinfAttack:
             self._labels_checked = True
 
     def _gradient(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Input gradient of the batch-mean loss at ``x``, and the (detached) logits of that forward pass."""
+        """Input gradient of the batch-mean loss at ``x`` (the summed loss with per-sample seeds), and the
+        (detached) logits of that forward pass."""
         x = x.detach().requires_grad_(True)
         logits = self._logits(x)
         self._check_labels_once(logits, labels)
-        (grad,) = torch.autograd.grad(classification_loss(logits, labels), x)
+        reduction = "mean" if self._seeds is None else "sum"
+        (grad,) = torch.autograd.grad(classification_loss(logits, labels, reduction=reduction), x)
         self._grad_passes += x.shape[0]
         return grad, logits.detach()
 
@@ -360,7 +443,7 @@ class IterativeLinfAttack(LinfAttack):
     """Signed-gradient ascent with projection (BIM, PGD): the shared loop.
 
     Args:
-        model, eps, use_predicted_labels: see :class:`LinfAttack`.
+        model, eps, use_predicted_labels, sample_seeds: see :class:`LinfAttack`.
         steps: number of gradient steps (>= 1).
         step_size: step per iteration in [0, 1] units, a float or a ``(B,)`` tensor; ``None`` gives
             ``eps / step_divisor`` (BIM: eps/10, PGD: eps/4, as in the paper's Table S1).
@@ -379,8 +462,9 @@ class IterativeLinfAttack(LinfAttack):
         step_size: float | torch.Tensor | None = None,
         any_iterate: bool = False,
         use_predicted_labels: bool = False,
+        sample_seeds: torch.Tensor | Sequence[int] | None = None,
     ) -> None:
-        super().__init__(model, eps, use_predicted_labels)
+        super().__init__(model, eps, use_predicted_labels, sample_seeds)
         if int(steps) != steps or steps < 1:
             raise ValueError(f"steps must be a positive integer, got {steps}")
         if step_size is not None:

@@ -23,6 +23,8 @@ class BIM(IterativeLinfAttack):
         step_size: float or ``(B,)`` tensor; ``None`` (default) gives ``eps / 10``.
         any_iterate: return each sample's first misclassified iterate (clean image included) if there is one.
         use_predicted_labels: attack the clean predictions instead of the given labels.
+        sample_seeds: per-sample seeds (see :class:`~monai_adv.attacks.base.LinfAttack`): BIM has no randomness, so
+            they only make the gradient that of each sample's own loss (summed, not averaged, over the batch).
 
     Shapes: images ``(B, C, H, W)`` or ``(B, C, D, H, W)`` in [0, 1]; labels ``(B,)`` or ``None``; output like images.
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from .base import AttackResult, LinfAttack, per_sample
 
@@ -20,6 +19,8 @@ class FGSM(LinfAttack):
         model: classifier, ``(B, C, *spatial)`` images in [0, 1] -> ``(B, K)`` logits or one logit ``(B, 1)``.
         eps: L-infinity radius in [0, 1] units, a float or a ``(B,)`` tensor (one per sample).
         use_predicted_labels: attack the clean predictions instead of the given labels.
+        sample_seeds: per-sample seeds (see :class:`~monai_adv.attacks.base.LinfAttack`): FGSM has no randomness, so
+            they only make the gradient that of each sample's own loss (summed, not averaged, over the batch).
 
     Shapes:
         images ``(B, C, H, W)`` or ``(B, C, D, H, W)`` in [0, 1]; labels ``(B,)`` or ``None`` (clean predictions);
@@ -34,9 +35,6 @@ class FGSM(LinfAttack):
     """
 
     name = "FGSM"
-
-    def __init__(self, model: nn.Module, eps: float | torch.Tensor, use_predicted_labels: bool = False) -> None:
-        super().__init__(model, eps, use_predicted_labels)
 
     def _attack(self, images: torch.Tensor, labels: torch.Tensor, eps: float | torch.Tensor) -> AttackResult:
         grad, _ = self._gradient(images, labels)

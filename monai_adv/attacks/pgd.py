@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
-from .base import AttackResult, IterativeLinfAttack, take
+from .base import AttackResult, IterativeLinfAttack, per_sample_uniform, take
 
 __all__ = ["PGD"]
 
@@ -23,6 +25,10 @@ class PGD(IterativeLinfAttack):
     A ``(B,)`` tensor ``eps`` works with the random start too (torchattacks raises there): the start is then
     ``uniform_(-1, 1) * eps``, the same random numbers scaled, equal to torchattacks' start only up to round-off.
 
+    With ``sample_seeds`` the start of sample ``j`` at restart ``r`` is ``uniform(-1, 1) * eps`` drawn from a generator
+    seeded with ``mix_seed(sample_seeds[j], r)``, and the loss is summed over the batch: a sample's result is then the
+    same in any batch (and in any process of a distributed run), but no longer equal to torchattacks'.
+
     Args:
         model: classifier, ``(B, C, *spatial)`` images in [0, 1] -> ``(B, K)`` logits or one logit ``(B, 1)``.
         eps: L-infinity radius in [0, 1] units, a float or a ``(B,)`` tensor.
@@ -33,9 +39,12 @@ class PGD(IterativeLinfAttack):
             ``any_iterate``, any iterate) is misclassified, else the restart with the highest final loss. Samples
             already fooled are not attacked again. Every restart draws the random start for the whole batch, so a
             sample's start does not depend on the others and ``restarts=R`` picks among exactly the results of R
-            consecutive ``restarts=1`` calls after the same seed.
+            consecutive ``restarts=1`` calls after the same seed (with ``sample_seeds``: restarts ``0..R-1`` of each
+            sample's own streams).
         any_iterate: score every iterate (start included); a sample's result is its first misclassified iterate.
         use_predicted_labels: attack the clean predictions instead of the given labels.
+        sample_seeds: ``None`` (default, the global RNG) or one integer seed per sample (see above and
+            :class:`~monai_adv.attacks.base.LinfAttack`).
 
     Shapes: images ``(B, C, H, W)`` or ``(B, C, D, H, W)`` in [0, 1]; labels ``(B,)`` or ``None``; output like images.
 
@@ -57,8 +66,9 @@ class PGD(IterativeLinfAttack):
         restarts: int = 1,
         any_iterate: bool = False,
         use_predicted_labels: bool = False,
+        sample_seeds: torch.Tensor | Sequence[int] | None = None,
     ) -> None:
-        super().__init__(model, eps, steps, step_size, any_iterate, use_predicted_labels)
+        super().__init__(model, eps, steps, step_size, any_iterate, use_predicted_labels, sample_seeds)
         if int(restarts) != restarts or restarts < 1:
             raise ValueError(f"restarts must be a positive integer, got {restarts}")
         if restarts > 1 and not random_start:
@@ -73,8 +83,11 @@ class PGD(IterativeLinfAttack):
         scored = self.restarts > 1 or self.any_iterate
         return self.steps * self.restarts, int(self.use_predicted_labels) + self.restarts * int(scored)
 
-    def _start(self, images: torch.Tensor, eps: float | torch.Tensor) -> torch.Tensor:
-        if not isinstance(eps, torch.Tensor):
+    def _start(self, images: torch.Tensor, eps: float | torch.Tensor, restart: int = 0) -> torch.Tensor:
+        """Random start of restart ``restart`` for the batch ``images`` (the batch :meth:`run` was called with)."""
+        if self._seeds is not None:
+            noise = per_sample_uniform(images, self._seeds, restart) * eps
+        elif not isinstance(eps, torch.Tensor):
             noise = torch.empty_like(images).uniform_(-eps, eps)  # torchattacks' draw, for equal results
         else:
             noise = torch.empty_like(images).uniform_(-1, 1) * eps
@@ -88,10 +101,13 @@ class PGD(IterativeLinfAttack):
 
         best: AttackResult | None = None
         todo = torch.arange(images.shape[0], device=images.device)  # samples not fooled yet
-        for _ in range(self.restarts):
-            start = self._start(images, eps)
+        for restart in range(self.restarts):
             if todo.numel() == 0:
-                continue  # keep drawing, so the RNG ends where R single-start calls would leave it
+                if self._seeds is not None:
+                    break  # per-sample streams: nothing else depends on these draws
+                self._start(images, eps, restart)  # keep drawing, so the RNG ends where R single-start calls would
+                continue
+            start = self._start(images, eps, restart)
             res = self._iterate(images[todo], labels[todo], take(eps, todo), take(step, todo), start[todo], score=True)
             if best is None:
                 best = res

@@ -14,10 +14,11 @@ import numpy as np
 import torch
 
 from monai_adv.attacks import PGD
-from monai_adv.attacks.base import eval_mode
+from monai_adv.attacks.base import eval_mode, key_of
+from monai_adv.distributed import all_reduce_ints, batch_ids, gather_by_id, is_distributed
 from monai_adv.handlers.collect import evaluator_batches
 from monai_adv.reports import plot_accuracy_vs_eps, plot_adversarial_examples
-from monai_adv.sweep import AttackFactory, SweepResult, all_passed, attack_sweep, sweep_checks
+from monai_adv.sweep import AttackFactory, SweepResult, SweepWork, all_passed, attack_sweep, sweep_checks
 from monai_adv.utils import atomic_write_json, atomic_write_text
 
 if TYPE_CHECKING:
@@ -75,6 +76,16 @@ class AttackSweep:
     Accuracies are also logged to TensorBoard when ``summary_writer`` is given (tag ``attack_sweep/<attack>``, step =
     eps in units of 1e-6), and a progress bar shows the batches.
 
+    Per-sample randomness and distributed runs: with ``seed`` (default 0) every sample's attacks draw from streams
+    keyed by ``(seed, item id, attack, eps)`` and take the gradient of the sample's own loss (see
+    :func:`monai_adv.sweep.attack_sweep`, ``keys``), so no result depends on how the data are batched or sharded.
+    Under ``torchrun`` every rank sweeps its shard; per-sample results are gathered by item id (duplicates from padded
+    shards dropped, ordered by id) and ``save_rank`` writes: the outputs equal the single-process ones for the same
+    seed (bit for bit with :class:`monai_adv.distributed.BatchShardSampler` and the same batch size). The large-eps
+    check and the example figure use the ``large_eps_samples`` and ``n_examples`` items with the smallest ids
+    (the first ones of a data list sorted by id, whatever the sharding). ``seed=None`` keeps the attacks' global-RNG
+    behaviour (torchattacks' semantics), which depends on the batching.
+
     Args:
         attacks: name -> ``factory(model, eps)`` (e.g. ``monai_adv.attacks.PGD`` or a ``functools.partial`` of it).
         eps_grid: perturbation sizes in [0, 1] units (0 is added).
@@ -95,6 +106,9 @@ class AttackSweep:
         example_eps: eps of the example figure; default the grid value closest to 0.004 (the paper's headline).
         n_examples: images in the example figure.
         summary_writer: optional TensorBoard ``SummaryWriter``.
+        seed: seed of the per-sample attack randomness (default 0); ``None``: the global RNG.
+        id_key: key of the item id in each batch; without ids, positions in the loader stand in (single process
+            only).
         save_rank: the rank that writes.
         name: logger name; ``None`` uses the engine's logger.
     """
@@ -117,6 +131,8 @@ class AttackSweep:
         example_eps: float | None = None,
         n_examples: int = 4,
         summary_writer: Any = None,
+        seed: int | None = 0,
+        id_key: str = "id",
         save_rank: int = 0,
         name: str | None = None,
     ) -> None:
@@ -141,6 +157,8 @@ class AttackSweep:
         self.example_eps = example_eps if example_eps is not None else min(positive, key=lambda e: abs(e - 0.004))
         self.n_examples = n_examples
         self.summary_writer = summary_writer
+        self.seed = seed
+        self.id_key = id_key
         self.save_rank = save_rank
         self.logger = logging.getLogger(name) if name else None
         self.result: SweepResult | None = None
@@ -155,23 +173,28 @@ class AttackSweep:
 
     def __call__(self, engine: Engine) -> None:
         model = engine.network
-        results, large, examples = [], [], None
-        for _, images, labels in evaluator_batches(engine, "attack sweep"):
+        results, ids, candidates, from_data = [], [], [], True
+        keep = max(self.large_eps_samples if self.large_eps is not None else 0, self.n_examples)
+        for batch, images, labels in evaluator_batches(engine, "attack sweep"):
+            batch_id, found = batch_ids(batch, len(images), self.id_key, offset=len(ids))
+            from_data &= found
             labels = None if self.use_predicted_labels else labels
-            results.append(attack_sweep(model, images, labels, self.attacks, self.eps_grid, reuse=self.reuse))
-            seen = sum(r.n for r in large)
-            if self.large_eps is not None and seen < self.large_eps_samples:
-                k = self.large_eps_samples - seen
-                attack = {LARGE_EPS_NAME: self.large_eps_attack}
-                large.append(
-                    attack_sweep(model, images[:k], None if labels is None else labels[:k], attack, [self.large_eps])
+            keys = None if self.seed is None else [key_of(i) for i in batch_id]
+            results.append(
+                attack_sweep(
+                    model, images, labels, self.attacks, self.eps_grid, reuse=self.reuse, keys=keys,
+                    seed=self.seed or 0,
                 )
-            if examples is None:
-                examples = (images[: self.n_examples], labels)
+            )
+            ids += batch_id
+            candidates = _smallest_ids(candidates, batch_id, images, labels, keep)
         if not results:
             raise ValueError("AttackSweep: the evaluator's data loader yielded no batch")
-        self.result = _all_reduce(sum(results))
-        large_result = _all_reduce(sum(large)) if large else None
+        if is_distributed() and not from_data:
+            raise ValueError(f"AttackSweep: a distributed sweep needs item ids under {self.id_key!r} in every batch")
+        self.result = _gather(ids, sum(results))
+        large_result = self._large_eps_sweep(model, candidates)
+        examples = self._gather_examples(candidates, engine.state.device)
         if engine.state.rank != self.save_rank:
             return
         key = engine.state.key_metric_name
@@ -185,6 +208,39 @@ class AttackSweep:
             black_box=self.black_box,
         )
         self._write(engine, checks, examples)
+
+    def _large_eps_sweep(self, model: torch.nn.Module, candidates: list[tuple]) -> SweepResult | None:
+        """``large_eps_attack`` on the ``large_eps_samples`` items with the smallest ids over all ranks (every rank
+        attacks those it holds; collective)."""
+        if self.large_eps is None:
+            return None
+        chosen = set(gather_by_id([row[0] for row in candidates], {})[0][: self.large_eps_samples])
+        mine = [row for row in candidates if row[0] in chosen]
+        attack = {LARGE_EPS_NAME: self.large_eps_attack}
+        if mine:
+            images = torch.stack([row[1] for row in mine])
+            labels = None if mine[0][2] is None else torch.stack([row[2] for row in mine])
+            keys = None if self.seed is None else [key_of(row[0]) for row in mine]
+            local = attack_sweep(model, images, labels, attack, [self.large_eps], keys=keys, seed=self.seed or 0)
+        else:
+            empty = torch.zeros(0, 2, dtype=torch.bool)
+            local = SweepResult((0.0, float(self.large_eps)), 0, 0, {LARGE_EPS_NAME: [0, 0]},
+                                {LARGE_EPS_NAME: SweepWork()}, {LARGE_EPS_NAME: empty}, True)
+        return _gather([row[0] for row in mine], local)
+
+    def _gather_examples(self, candidates: list[tuple], device: Any) -> tuple[torch.Tensor, Any] | None:
+        """The ``n_examples`` images (and labels) with the smallest ids over all ranks, on every rank."""
+        if self.n_examples <= 0 or not candidates:
+            return None
+        rows = candidates[: self.n_examples]
+        labels = [-1 if row[2] is None else int(torch.as_tensor(row[2]).reshape(-1)[0]) for row in rows]
+        _, values = gather_by_id(
+            [row[0] for row in rows],
+            {"image": torch.stack([row[1] for row in rows]).cpu(), "label": torch.tensor(labels, dtype=torch.int64)},
+        )
+        images = torch.from_numpy(values["image"][: self.n_examples]).to(device)
+        label = values["label"][: self.n_examples]
+        return images, None if (label < 0).any() else torch.from_numpy(label).to(device)
 
     def _write(self, engine: Engine, checks: Mapping[str, Any], examples: tuple[torch.Tensor, Any] | None) -> None:
         rows = sweep_rows(self.result, self.native_per_unit)
@@ -241,16 +297,30 @@ class AttackSweep:
         )
 
 
-def _all_reduce(result: SweepResult) -> SweepResult:
-    """Sum the counts of a sweep over all ranks (no-op when not distributed). Per-sample flags stay local."""
-    import torch.distributed as dist
+def _smallest_ids(
+    kept: list[tuple], ids: list[str], images: torch.Tensor, labels: torch.Tensor | None, keep: int
+) -> list[tuple]:
+    """The ``keep`` rows ``(id, image, label)`` with the smallest ids among ``kept`` and this batch (copied out of
+    the batch, so it can be freed)."""
+    rows = kept + [(i, None, j) for j, i in enumerate(ids)]
+    rows = sorted(rows, key=lambda row: row[0])[:keep]
+    return [
+        row if row[1] is not None
+        else (row[0], images[row[2]].clone(), None if labels is None else labels[row[2]].clone())
+        for row in rows
+    ]
 
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return result
+
+def _gather(ids: list[str], result: SweepResult) -> SweepResult:
+    """The sweep of all ranks' samples: per-sample flags gathered by id (duplicates dropped, sorted by id), counts
+    recomputed from them, work summed over ranks (padded duplicates included). Collective; no-op reordering when
+    not distributed."""
     attacks = result.attacks
-    counts = torch.tensor([result.n, result.clean_correct, *[c for a in attacks for c in result.correct[a]]])
-    dist.all_reduce(counts)
-    values = counts.tolist()
-    per_attack = len(result.eps)
-    correct = {a: values[2 + i * per_attack : 2 + (i + 1) * per_attack] for i, a in enumerate(attacks)}
-    return SweepResult(result.eps, values[0], values[1], correct, result.work, {}, result.reuse)
+    unique, values = gather_by_id(ids, {a: result.per_sample[a] for a in attacks})
+    per_sample = {a: torch.from_numpy(values[a]).bool() for a in attacks}
+    correct = {a: [int(c) for c in per_sample[a].sum(0).tolist()] for a in attacks}
+    fields = list(SweepWork.__dataclass_fields__)
+    totals = all_reduce_ints([getattr(result.work[a], f) for a in attacks for f in fields])
+    work = {a: SweepWork(*totals[i * len(fields) : (i + 1) * len(fields)]) for i, a in enumerate(attacks)}
+    clean_correct = int(per_sample[attacks[0]][:, 0].sum()) if attacks else 0  # grid[0] is eps 0: clean
+    return SweepResult(result.eps, len(unique), clean_correct, correct, work, per_sample, result.reuse)

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from monai.utils import evenly_divisible_all_gather, string_list_all_gather
 
+from monai_adv.attacks.base import key_of
+from monai_adv.distributed import batch_ids, gather_by_id, is_distributed
 from monai_adv.handlers.collect import evaluator_batches
 from monai_adv.reports import plot_triage_curves
 from monai_adv.sensitivity import SensitivityResult, minimal_flip_eps
@@ -54,6 +55,11 @@ class SensitivityTriage:
       confidence triage (refer the least confident) and margin triage (smallest logit margin) at the same
       fraction; and ``triage.png``, retained accuracy against the fraction referred for the three rules.
 
+    Under ``torchrun`` every rank searches its shard; the per-image results are gathered by id (duplicates from padded
+    shards dropped, rows sorted by id, as in a single-process run) and ``save_rank`` writes: the outputs equal the
+    single-process ones for the same seed (bit for bit with :class:`monai_adv.distributed.BatchShardSampler` and the
+    same batch size).
+
     Args:
         output_dir: folder of the outputs.
         class_names: class names in index order.
@@ -67,8 +73,11 @@ class SensitivityTriage:
         native_per_unit, native_units: to report eps also in native units (1400 HU for the CT window).
         filename: name of the per-image CSV.
         flag_column: name of the flag column (``flagged``; inference uses ``refer``).
-        id_key: key of the item id in the batch.
-        seed: seed of the PGD random starts; batch k of the loader uses ``seed + k``.
+        id_key: key of the item id in the batch; without ids, positions in the loader stand in (single process
+            only).
+        seed: seed of the PGD random starts. Every image draws from its own streams, keyed by ``(seed, its id,
+            probe, restart)`` (``keys`` of :func:`~monai_adv.sensitivity.minimal_flip_eps`), so its bracket does not
+            depend on the batch or process it is searched in.
         save_rank: the rank that writes.
         name: logger name; ``None`` uses the engine's logger.
     """
@@ -122,19 +131,24 @@ class SensitivityTriage:
         engine.add_event_handler(Events.COMPLETED, self)
 
     def _search(self, engine: Engine) -> tuple[list[str], SensitivityResult, torch.Tensor | None]:
-        ids, results, labels = [], [], []
+        ids, results, labels, from_data = [], [], [], True
         for batch, images, batch_labels in evaluator_batches(engine, "sensitivity"):
-            batch_ids = batch.get(self.id_key) if isinstance(batch, dict) else None
-            ids += [str(i) for i in batch_ids] if batch_ids is not None else [f"{len(ids) + k}" for k in range(len(images))]
+            batch_id, found = batch_ids(batch, len(images), self.id_key, offset=len(ids))
+            from_data &= found
+            ids += batch_id
             results.append(
                 minimal_flip_eps(
                     engine.network, images, self.eps_max, self.tol, restarts=self.restarts,
-                    steps=self.steps, labels=batch_labels, seed=self.seed + len(results),
+                    steps=self.steps, labels=batch_labels, seed=self.seed, keys=[key_of(i) for i in batch_id],
                 )
             )
             labels.append(None if batch_labels is None else batch_labels.reshape(-1).cpu())
         if not results:
             raise ValueError("SensitivityTriage: the evaluator's data loader yielded no batch")
+        if is_distributed() and not from_data:
+            raise ValueError(
+                f"SensitivityTriage: a distributed run needs item ids under {self.id_key!r} in every batch"
+            )
         has_labels = all(lab is not None for lab in labels)
         return ids, SensitivityResult.cat(results), torch.cat(labels) if has_labels else None
 
@@ -147,16 +161,10 @@ class SensitivityTriage:
             "margin": result.margin.double(),
             "label": (labels if labels is not None else torch.full_like(result.prediction, -1)).double(),
         }
-        ids = string_list_all_gather(ids)
-        gathered = {k: evenly_divisible_all_gather(v.cpu(), concat=True).numpy() for k, v in columns.items()}
+        ids, values = gather_by_id(ids, columns)
         if engine.state.rank != self.save_rank:
             return
-        first: dict[str, int] = {}
-        for index, item_id in enumerate(ids):
-            first.setdefault(item_id, index)
-        order = np.array([first[i] for i in sorted(first)], dtype=np.int64)
-        values = {k: v[order] for k, v in gathered.items()}
-        self._write(sorted(first), values)
+        self._write(ids, values)
 
     def _write(self, ids: list[str], v: dict[str, np.ndarray]) -> None:
         eps_hi = v["eps_hi"]
