@@ -35,6 +35,7 @@ __all__ = [
     "validate_items",
     "pseudonymise",
     "load_inference_items",
+    "scrub_identifiers",
 ]
 
 Item = dict[str, Any]
@@ -186,13 +187,47 @@ def load_datalist(
     return items
 
 
+# DICOM attributes whose values never reach an output (ids, CSVs, logs)
+PATIENT_IDENTIFIER_KEYWORDS = ("PatientID", "PatientName", "PatientBirthDate", "OtherPatientIDs", "OtherPatientNames")
+
+
+def scrub_identifiers(text: str, dicom_file: str | os.PathLike) -> str:
+    """``text`` with every patient identifier of ``dicom_file``'s header replaced by its :func:`pseudonymise` value.
+
+    Identifiers are the values of :data:`PATIENT_IDENTIFIER_KEYWORDS`, names also by component (``Doe^Jane`` gives
+    ``Doe^Jane``, ``Doe Jane``, ``Doe`` and ``Jane``); components shorter than 3 characters are left alone. Matching
+    ignores case; longer values are replaced first. A file whose header cannot be read leaves ``text`` as it is (the
+    image check reports the file).
+    """
+    import re
+
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(str(dicom_file), stop_before_pixels=True)
+    except Exception:
+        return text
+    values: set[str] = set()
+    for keyword in PATIENT_IDENTIFIER_KEYWORDS:
+        value = ds.get(keyword)
+        for v in value if isinstance(value, pydicom.multival.MultiValue) else [value]:
+            v = str(v or "").strip()
+            if v:
+                values |= {v, v.replace("^", " ")} | {part for part in re.split(r"[\^ ]+", v) if len(part) >= 3}
+    for value in sorted(values, key=len, reverse=True):
+        text = re.sub(re.escape(value), pseudonymise(value), text, flags=re.IGNORECASE)
+    return text
+
+
 def load_inference_items(
     path: str | os.PathLike, key: str = "test", check_images: bool = True, spatial_dims: int | None = 2
 ) -> list[Item]:
     """Images to run inference on: a data list's ``key`` section (labels optional), or every image file in a folder.
 
-    Folder images get the file path relative to the folder, without suffix, as ``id``. Raises :class:`DataError` for a
-    missing path, an empty selection or a bad image.
+    Folder images get the file path relative to the folder, without suffix, as ``id``; in a DICOM file's id every
+    patient identifier of its header (:func:`scrub_identifiers`) is replaced by its pseudonym, since folder layouts
+    such as TCIA's name folders by PatientID. Raises :class:`DataError` for a missing path, an empty selection or a
+    bad image.
     """
     from monai_adv.io import image_format
 
@@ -201,11 +236,11 @@ def load_inference_items(
         items = []
         for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
             try:
-                image_format(file)
+                fmt = image_format(file)
             except DataError:
                 continue
-            relative = file.relative_to(path).as_posix()
-            items.append({"id": relative.split(".", 1)[0], "image": str(file)})
+            relative = file.relative_to(path).as_posix().split(".", 1)[0]
+            items.append({"id": scrub_identifiers(relative, file) if fmt == "dicom" else relative, "image": str(file)})
         source = str(path)
     else:
         items = _read_section(path, key)[1]

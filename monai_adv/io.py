@@ -125,7 +125,8 @@ def read_image(
         path: a DICOM, NIfTI, PNG/JPEG or .npy file.
         item: the data-list id, named in error messages.
         spatial_dims: the dimensionality the caller needs (2 or 3); singleton spatial axes beyond it are squeezed and
-            anything else raises. ``None`` accepts what the file holds.
+            anything else raises (for 3, a volume with a singleton axis too: it is one 2-D slice). ``None`` accepts
+            what the file holds.
 
     Returns:
         ``(array, meta)`` with ``array`` of shape ``(C, *spatial)`` and ``meta`` holding ``filename_or_obj``,
@@ -143,7 +144,8 @@ def read_image(
         spatial = [s for s in arr.shape[1:]]
         while len(spatial) > spatial_dims and 1 in spatial:
             spatial.remove(1)
-        if len(spatial) != spatial_dims:
+        if len(spatial) != spatial_dims or (spatial_dims > 2 and 1 in spatial):
+            # a volume of one slice is a 2-D image: resizing it would invent the missing axis
             raise DataError(
                 f"{_name(item, path)}: expected a {spatial_dims}-D image, got array shape {tuple(arr.shape[1:])}"
             )

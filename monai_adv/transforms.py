@@ -26,18 +26,28 @@ class LoadCropd(MapTransform):
         keys: keys of the image paths.
         spatial_dims: 2 for images, 3 for volumes; singleton axes beyond it are squeezed, anything else raises.
         id_key: key of the item's id, used in error messages.
+        channels: the number of channels the network takes (1 gray, 3 RGB); another count raises. ``None`` (the
+            default) accepts any.
     """
 
-    def __init__(self, keys: KeysCollection, spatial_dims: int = 2, id_key: str = "id") -> None:
+    def __init__(
+        self, keys: KeysCollection, spatial_dims: int = 2, id_key: str = "id", channels: int | None = None
+    ) -> None:
         super().__init__(keys)
         self.spatial_dims = spatial_dims
         self.id_key = id_key
+        self.channels = channels
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
             item = d.get(self.id_key)
             array, meta = read_image(d[key], item=None if item is None else str(item), spatial_dims=self.spatial_dims)
+            if self.channels is not None and array.shape[0] != self.channels:
+                name = f"{item} ({d[key]})" if item is not None else str(d[key])
+                raise DataError(
+                    f"{name}: expected {self.channels} channel(s), got {array.shape[0]} (array shape {array.shape})"
+                )
             d[key] = MetaTensor(torch.from_numpy(array), meta=meta)
         return d
 

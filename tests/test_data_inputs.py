@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import nibabel as nib
 import numpy as np
@@ -150,3 +151,53 @@ def test_write_datalist_refuses_shared_patients_and_leaves_nothing(tmp_path):
     with pytest.raises(DataError, match=r"patients on both training and test sides: \['p1'\]"):
         write_datalist(tmp_path / "d.json", {"classes": ["a"], "training": [item], "test": [dict(item, id="y")]})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_nifti_of_the_wrong_dimensionality_names_the_file_and_both_shapes(tmp_path):
+    def nifti(name, shape):
+        nib.save(nib.Nifti1Image(np.zeros(shape, np.float32), np.eye(4)), tmp_path / name)
+        return tmp_path / name
+
+    cases = [
+        (nifti("volume.nii.gz", (16, 16, 8)), 2, r"expected a 2-D image, got array shape \(16, 16, 8\)"),
+        (nifti("series.nii.gz", (16, 16, 1, 3)), 2, r"expected a 2-D image, got array shape \(16, 16, 1, 3\)"),
+        (nifti("slice.nii.gz", (16, 16)), 3, r"expected a 3-D image, got array shape \(16, 16\)"),
+        (nifti("one_slice.nii.gz", (16, 16, 1)), 3, r"expected a 3-D image, got array shape \(16, 16, 1\)"),
+    ]
+    for path, dims, message in cases:
+        with pytest.raises(DataError, match=rf"lesion4 \({re.escape(str(path))}\): {message}"):
+            read_image(path, item="lesion4", spatial_dims=dims)
+        with pytest.raises(DataError, match=rf"lesion4 \(.*{path.name}\): {message}"):
+            LoadCropd(keys="image", spatial_dims=dims)({"image": str(path), "id": "lesion4"})
+    assert read_image(tmp_path / "one_slice.nii.gz", spatial_dims=2)[0].shape == (1, 16, 16)
+    assert read_image(tmp_path / "volume.nii.gz", spatial_dims=3)[0].shape == (1, 16, 16, 8)
+    items = [{"id": "lesion4", "image": "volume.nii.gz", "label": 0}]
+    (tmp_path / "datalist.json").write_text(json.dumps({"classes": ["a", "b"], "training": items}))
+    with pytest.raises(DataError, match=r"lesion4 \(.*volume\.nii\.gz\): expected a 2-D image"):
+        load_datalist(tmp_path / "datalist.json")
+    assert load_datalist(tmp_path / "datalist.json", spatial_dims=3)[0]["id"] == "lesion4"
+
+
+def test_wrong_channel_count_names_the_item(tmp_path):
+    from PIL import Image
+
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8), "RGB").save(tmp_path / "photo.png")
+    Image.fromarray(np.zeros((8, 8), np.uint8), "L").save(tmp_path / "gray.png")
+    with pytest.raises(DataError, match=r"digit5 \(.*photo\.png\): expected 1 channel\(s\), got 3"):
+        LoadCropd(keys="image", channels=1)({"image": str(tmp_path / "photo.png"), "id": "digit5"})
+    with pytest.raises(DataError, match=r"plane2 \(.*gray\.png\): expected 3 channel\(s\), got 1"):
+        LoadCropd(keys="image", channels=3)({"image": str(tmp_path / "gray.png"), "id": "plane2"})
+    assert LoadCropd(keys="image")({"image": str(tmp_path / "photo.png"), "id": "x"})["image"].shape == (3, 8, 8)
+
+
+def test_folder_inference_ids_carry_no_patient_identifier(tmp_path):
+    """TCIA-style folders are named by PatientID: an id built from a DICOM file's path gets the identifiers of its
+    header (PatientID SECRET-MRN-123, PatientName Doe^Jane) replaced by their pseudonyms."""
+    from monai_adv.datalist import pseudonymise
+
+    folder = tmp_path / "SECRET-MRN-123" / "doe_jane_scan"
+    folder.mkdir(parents=True)
+    write_ct_dicom(folder / "1-001.dcm", np.zeros((8, 8), np.int16))
+    (item,) = load_inference_items(tmp_path)
+    assert item["id"] == f"{pseudonymise('SECRET-MRN-123')}/{pseudonymise('Doe')}_{pseudonymise('Jane')}_scan/1-001"
+    assert not any(s in item["id"].lower() for s in ("secret", "mrn", "doe", "jane"))

@@ -1,0 +1,183 @@
+"""Reading network checkpoints safely, and loading them only into the architecture they were saved from.
+
+Checkpoints are read with ``torch.load(weights_only=True)``: tensors and plain containers only, never arbitrary pickled
+objects (which could run code). Every failure raises one :class:`CheckpointError` naming the file and what is wrong:
+a missing file, a file that is not a weights-only PyTorch checkpoint, non-finite weights, or a state dict that does
+not fit the network (missing and unexpected keys, the first shape mismatches, and the architecture each side has).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from monai_adv.io import DataError
+
+__all__ = ["CheckpointError", "read_checkpoint", "network_state", "load_network_state", "describe_state"]
+
+# How many names of each kind of difference an error message lists.
+LISTED = 5
+
+
+class CheckpointError(DataError):
+    """A checkpoint that cannot be used: the message names the file and what is wrong. A :class:`DataError`, so code
+    that stops on bad input data stops on it too."""
+
+
+def _torch_reason(error: BaseException) -> str:
+    """The informative part of a ``torch.load`` error, without PyTorch's advice to retry with ``weights_only=False``."""
+    text = str(error)
+    match = re.search(r"unsupported GLOBAL (\S+)", text)
+    if match:
+        return (
+            f"it holds a pickled Python object ({match.group(1)}) besides tensors and plain containers; it is not "
+            "unpickled, since that could run arbitrary code"
+        )
+    boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation")
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith(boilerplate)]
+    reason = " ".join(lines) or type(error).__name__
+    return reason if len(reason) <= 300 else reason[:297] + "..."
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
+    """``torch.load(path, map_location, weights_only=True)`` with one :class:`CheckpointError` naming ``path`` for a
+    missing file, a corrupt or truncated file, or one holding pickled objects other than tensors and containers.
+
+    Args:
+        path: the checkpoint file (``.pt``/``.pth``, PyTorch's zip format or its legacy format).
+        map_location: passed to ``torch.load``. Default ``"cpu"``.
+
+    Returns:
+        What the file holds (for a bundle checkpoint, a state dict ``{name: Tensor}`` or ``{"model": state dict}``).
+    """
+    if not os.path.isfile(path):
+        raise CheckpointError(
+            f"{path}: checkpoint file not found (train the bundle first, or pass the file with --ckpt_path)"
+        )
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"{path}: not a weights-only PyTorch checkpoint: {_torch_reason(e)}") from e
+    except Exception as e:  # zip reader RuntimeError, EOFError for truncated legacy files, ...
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint (corrupt or truncated?): {_torch_reason(e)}"
+        ) from e
+
+
+def network_state(checkpoint: Any, path: str | os.PathLike, key: str = "model") -> dict[str, torch.Tensor]:
+    """The network's state dict inside a checkpoint: ``checkpoint[key]`` when present (MONAI's CheckpointSaver with
+    several objects), else the checkpoint itself (Ignite stores a one-object save dict bare). Raises
+    :class:`CheckpointError` naming ``path`` when that is not a mapping of names to tensors, or holds NaN or infinite
+    values."""
+    state = checkpoint.get(key, checkpoint) if isinstance(checkpoint, Mapping) else checkpoint
+    if not isinstance(state, Mapping) or not state:
+        raise CheckpointError(
+            f"{path}: holds {type(state).__name__ if not isinstance(state, Mapping) else 'an empty dict'}, "
+            f"not a network state dict (a mapping of parameter names to tensors, optionally under '{key}')"
+        )
+    not_tensors = [str(k) for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        raise CheckpointError(
+            f"{path}: not a network state dict: {len(not_tensors)} entries are not tensors, e.g. {not_tensors[:LISTED]}"
+        )
+    for name, tensor in state.items():
+        if tensor.is_floating_point() or tensor.is_complex():
+            bad = int((~torch.isfinite(tensor)).sum())
+            if bad:
+                raise CheckpointError(f"{path}: {name} has {bad} NaN or infinite values (a diverged training?)")
+    return dict(state)
+
+
+def describe_state(state: Mapping[str, torch.Tensor]) -> str:
+    """A short architecture summary read from a state dict's shapes: spatial dimensionality, input channels and
+    filters of the first convolution, and outputs of the last linear layer; ``"N tensors"`` always.
+
+    For :class:`~monai_adv.networks.PaperVGG16` the first convolution has ``round(64 * width)`` filters.
+    """
+    weights = [(k, v) for k, v in state.items() if k.endswith("weight") and isinstance(v, torch.Tensor)]
+    parts = []
+    conv = next(((k, v) for k, v in weights if v.ndim >= 3), None)
+    if conv is not None:
+        spatial = conv[1].ndim - 2
+        channels, filters = conv[1].shape[1], conv[1].shape[0]
+        parts.append(f"{spatial}-D first conv {conv[0]} with {channels} input channels and {filters} filters")
+    linear = [(k, v) for k, v in weights if v.ndim == 2]
+    if linear:
+        parts.append(f"{linear[-1][1].shape[0]} outputs ({linear[-1][0]})")
+    parts.append(f"{len(state)} tensors")
+    return ", ".join(parts)
+
+
+def _describe_network(network: nn.Module) -> str:
+    fields = [
+        f"{name}={getattr(network, name)}"
+        for name in ("spatial_dims", "in_channels", "num_classes", "input_size")
+        if hasattr(network, name)
+    ]
+    return f"{type(network).__name__}({', '.join(fields)})"
+
+
+def _unwrap(network: nn.Module) -> nn.Module:
+    """The module inside DistributedDataParallel / DataParallel, so keys carry no ``module.`` prefix."""
+    return network.module if isinstance(network, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else network
+
+
+def load_network_state(
+    network: nn.Module,
+    path: str | os.PathLike,
+    key: str = "model",
+    map_location: Any = "cpu",
+    checkpoint: Any = None,
+) -> nn.Module:
+    """Load the weights of checkpoint ``path`` into ``network``, strictly, after checking they fit.
+
+    Keys and shapes are compared before anything is copied, so a checkpoint of another architecture (another width,
+    number of classes or input channels, or another network altogether) raises one :class:`CheckpointError` that
+    names the file, the missing and unexpected keys, the first shape mismatches and both architectures, and leaves
+    ``network`` unchanged.
+
+    Args:
+        network: the module to load into (a DDP/DataParallel wrapper is unwrapped).
+        path: the checkpoint file; named in errors.
+        key: the entry holding the network in a multi-object checkpoint. Default ``"model"``.
+        map_location: passed to ``torch.load``.
+        checkpoint: what :func:`read_checkpoint` returned, if the caller already read the file.
+
+    Returns:
+        ``network``.
+    """
+    if checkpoint is None:
+        checkpoint = read_checkpoint(path, map_location=map_location)
+    state = network_state(checkpoint, path, key=key)
+    target = _unwrap(network)
+    expected = target.state_dict()
+    if all(k.startswith("module.") for k in state) and not any(k.startswith("module.") for k in expected):
+        state = {k[len("module.") :]: v for k, v in state.items()}
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [
+        f"{k} {tuple(state[k].shape)} in the file, {tuple(v.shape)} in the network"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if missing or unexpected or mismatched:
+        problems = []
+        if mismatched:
+            problems.append(f"{len(mismatched)} shape mismatches, first: " + "; ".join(mismatched[:LISTED]))
+        if missing:
+            problems.append(f"{len(missing)} missing keys, first: {missing[:LISTED]}")
+        if unexpected:
+            problems.append(f"{len(unexpected)} unexpected keys, first: {unexpected[:LISTED]}")
+        raise CheckpointError(
+            f"{path}: checkpoint of another architecture. The config builds {_describe_network(target)} "
+            f"[{describe_state(expected)}]; the file holds [{describe_state(state)}]. " + ". ".join(problems)
+            + ". Check network_width, image_size, class_names and in_channels against the run that saved it."
+        )
+    target.load_state_dict(state, strict=True)
+    return network
