@@ -576,6 +576,24 @@ class CatastrophicOverfittingGuard:
         """Set the trainer to terminate on collapse."""
         self.trainer = trainer
 
+    def state_dict(self) -> dict[str, Any]:
+        """What the guard remembers (best value and epoch, collapses, history, the best state to roll back to), as
+        tensors and plain containers, so that a resumed training run (:class:`monai_adv.handlers.TrainingResume`)
+        guards exactly as the uninterrupted one."""
+        return {
+            "best_metric": self.best_metric, "best_epoch": self.best_epoch,
+            "collapse_epochs": list(self.collapse_epochs), "history": [list(h) for h in self.history],
+            "best_network_state": self._best_network_state, "best_optimizer_state": self._best_optimizer_state,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        self.best_metric, self.best_epoch = state["best_metric"], state["best_epoch"]
+        self.collapse_epochs = list(state["collapse_epochs"])
+        self.history = [(int(e), float(v)) for e, v in state["history"]]
+        self._best_network_state = state["best_network_state"]
+        self._best_optimizer_state = state["best_optimizer_state"]
+
     def attach(self, engine: Engine) -> None:
         if self.logger is None:
             self.logger = engine.logger

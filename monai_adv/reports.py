@@ -12,7 +12,7 @@ import numpy as np
 
 from monai_adv.utils import atomic_write
 
-__all__ = ["write_robustness_comparison", "plot_accuracy_vs_eps", "plot_adversarial_examples", "plot_robustness_comparison", "plot_triage_curves"]
+__all__ = ["write_robustness_comparison", "plot_accuracy_vs_eps", "plot_adversarial_examples", "plot_robustness_comparison", "plot_triage_curves", "plot_susceptibility"]
 
 MARKERS = {"FGSM": "o", "BIM": "s", "PGD": "^"}
 
@@ -166,6 +166,44 @@ def plot_triage_curves(
     ax.set_ylabel("accuracy of the retained images (%)")
     ax.grid(alpha=0.3)
     ax.legend()
+    ax.set_title(title)
+    return _save(plt, fig, path)
+
+
+def plot_susceptibility(
+    curves: Mapping[str, Sequence[tuple[float, float]]],
+    path: str | os.PathLike,
+    reference: Mapping[str, Sequence[tuple[float, float]]] | None = None,
+    fraction: float = 0.5,
+    title: str = "",
+    reference_labels: Mapping[str, str] | None = None,
+) -> Path:
+    """The susceptibility comparison: accuracy under attack as a fraction of clean accuracy against epsilon (log
+    scale), one solid line per model, the ``reference`` curves (the paper's) dashed in the same colour, and the bar
+    at ``fraction`` of clean accuracy below which an attack "generally succeeds".
+
+    Args:
+        curves: model name -> ``(eps, relative accuracy)`` points, eps > 0.
+        reference: name -> points of a published curve, drawn dashed; a name equal to one of ``curves`` shares
+            its colour.
+        reference_labels: name -> legend label of a reference curve (default ``"paper: <name>"``).
+    """
+    plt, fig, axes = _figure(size=(9.5, 4.2))
+    ax = axes[0][0]
+    colours = {}
+    for name, points in curves.items():
+        (line,) = ax.plot(*zip(*sorted(points)), marker="o", label=f"ours: {name}")
+        colours[name] = line.get_color()
+    for name, points in (reference or {}).items():
+        label = (reference_labels or {}).get(name, f"paper: {name}")
+        ax.plot(*zip(*sorted(points)), "--", marker="x", color=colours.get(name), label=label)
+    ax.axhline(fraction, color="gray", linestyle=":", label=f"{fraction:g} x clean accuracy")
+    ax.set_xscale("log")
+    ax.set_xlabel("epsilon (L-infinity, [0, 1] input units)")
+    ax.set_ylabel("accuracy / clean accuracy")
+    ax.set_ylim(-0.02, 1.1)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title(title)
     return _save(plt, fig, path)
 

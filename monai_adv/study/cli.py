@@ -1,0 +1,91 @@
+"""Command line of the study (``scripts/run_study.py``, or the ``monai-adv-study`` console script).
+
+    python scripts/run_study.py                                   # the CT bundle on its demo data -> study/
+    python scripts/run_study.py --bundles all                     # all five bundles and the susceptibility ratio
+    python scripts/run_study.py --bundles lung_nodule_ct_classification --dataset_dir <prepared LIDC> --output lidc
+    python scripts/run_study.py --set max_epochs=5 --set adversarial_train:max_epochs=3
+
+It runs, per bundle, train, evaluate, attack (sweep), adversarial_train, compare (sweep again, both models) and
+triage, then compares the data sets and writes ``<output>/report/report.md`` with its figures. Run it again after an
+interruption (even SIGKILL): completed stages are skipped, an interrupted training continues after its last epoch,
+and a stage whose inputs changed (configs, overrides, data, an upstream checkpoint, the code) runs again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from monai_adv.study.runner import StudyError, run_study
+from monai_adv.study.setup import available_bundles, default_bundles_dir, parse_override
+
+__all__ = ["main", "build_parser"]
+
+DEFAULT_BUNDLE = "lung_nodule_ct_classification"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bundles", nargs="+", default=[DEFAULT_BUNDLE],
+                        help="bundle names (space- or comma-separated) or 'all' (default: %(default)s)")
+    parser.add_argument("--output", type=Path, default=Path("study"), help="output folder (default: %(default)s)")
+    parser.add_argument("--dataset_dir", type=Path, default=None,
+                        help="a prepared data set (its datalist.json) instead of the demo data; one bundle at a time")
+    parser.add_argument("--profile", choices=("demo", "paper"), default=None,
+                        help="demo: configs/demo.json on top (32 x 32, VGG16 at 1/8 width, CPU); paper: the bundle "
+                             "as shipped (Table S3). Default: demo on the demo data, paper with --dataset_dir")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="[STAGE:]ID=VALUE",
+                        help="override a config id for every stage or for one (value read as JSON when it parses); "
+                             "repeatable, e.g. --set max_epochs=5 --set adversarial_train:max_epochs=3")
+    parser.add_argument("--threads", type=int, default=-1,
+                        help="CPU threads per bundle run (OMP_NUM_THREADS); default 1 in the demo profile, torch's "
+                             "default in the paper profile; 0 leaves torch's default")
+    parser.add_argument("--bundles_dir", type=Path, default=None, help="folder of the bundles (default: ./bundles of "
+                        "this checkout)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    bundles_dir = args.bundles_dir or default_bundles_dir()
+    known = available_bundles(bundles_dir)
+    requested = [b for item in args.bundles for b in item.split(",") if b]
+    bundles = known if requested == ["all"] else requested
+    unknown = sorted(set(bundles) - set(known))
+    if unknown or not bundles:
+        parser.error(f"unknown bundles {unknown}; choose from {known} or 'all'")
+    overrides: dict[str, dict[str, object]] = {}
+    for text in args.overrides:
+        try:
+            stage, key, value = parse_override(text)
+        except ValueError as error:
+            parser.error(str(error))
+        overrides.setdefault(stage, {})[key] = value
+    command = " ".join(
+        ["scripts/run_study.py", "--bundles", ",".join(dict.fromkeys(bundles))]
+        + ([f"--dataset_dir {args.dataset_dir}"] if args.dataset_dir else [])
+        + ([f"--profile {args.profile}"] if args.profile else [])
+        + [f"--set {text}" for text in args.overrides]
+    )  # the report quotes it: no output folder, so the same study gives the same report anywhere
+    try:
+        result = run_study(
+            list(dict.fromkeys(bundles)), args.output, bundles_dir, args.dataset_dir, args.profile, overrides,
+            log=lambda line: print(line, flush=True), command=command,
+            threads=None if args.threads == 0 else args.threads,
+        )
+    except StudyError as error:
+        print(f"study stopped: {error}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        print("study interrupted: run the same command again to continue where it stopped", file=sys.stderr, flush=True)
+        return 130
+    ran = sum(o.status != "skipped" for o in result.outcomes)
+    print(f"report: {result.report} ({ran} stages run, {len(result.outcomes) - ran} skipped)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

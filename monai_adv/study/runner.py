@@ -1,0 +1,384 @@
+"""Run the study: every bundle's stages in order, then the comparison of data sets and the report, skipping what is
+already done and resuming what was interrupted.
+
+Layout of the output folder::
+
+    <output>/study_state.json                 ledger of the study stages (compare_datasets, report) and the run count
+    <output>/<bundle>/study_state.json        ledger of the bundle's stages
+    <output>/<bundle>/<stage>/                a completed stage: its outputs and <stage>.log
+    <output>/<bundle>/.<stage>.partial/       a stage running, or interrupted (removed or resumed on the next run)
+    <output>/compare_datasets/                susceptibility.json / .csv / .png
+    <output>/report/                          report.md and its PNG figures
+
+A stage runs into its ``.partial`` folder, which is renamed to ``<stage>/`` only when the stage has finished and
+written everything it must; then the ledger records it. A study killed at any moment (SIGKILL included) therefore
+leaves completed stages intact and at most one partial folder. On the next run a training stage whose partial
+folder holds a resume file written with the same inputs continues after the last completed epoch
+(:class:`~monai_adv.handlers.TrainingResume`); any other partial folder is discarded and its stage runs again.
+The bundle runs are child processes that the kernel kills with the study (Linux ``PR_SET_PDEATHSIG``), and a lock
+file keeps two studies out of the same output folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from monai_adv.study.ledger import Ledger, code_digest, fingerprint, library_versions, sha256_file
+from monai_adv.study.paper_figures import BUNDLE_DATASETS
+from monai_adv.study.setup import BundleSetup, prepare_bundle
+from monai_adv.study.stages import BUNDLE_STAGES, RESUME_FILE, STUDY_STAGES, BundleStage
+from monai_adv.utils import atomic_write_json
+
+__all__ = ["StudyError", "StageOutcome", "StudyResult", "run_study"]
+
+PACKAGE = Path(__file__).resolve().parents[1]
+MARKER = "stage_inputs.json"
+OVERRIDES = "study_overrides.json"
+
+
+class StudyError(RuntimeError):
+    """A stage failed or the study cannot start; the message names the bundle and stage."""
+
+
+@dataclass
+class StageOutcome:
+    """What happened to one stage in this run: ``"skipped"`` (done before, inputs unchanged), ``"ran"`` or
+    ``"resumed"`` (a training stage continued after ``resumed_after_epoch``)."""
+
+    bundle: str | None
+    stage: str
+    status: str
+    seconds: float = 0.0
+    resumed_after_epoch: int | None = None
+
+
+@dataclass
+class StudyResult:
+    """The report's path and what every stage did."""
+
+    output: Path
+    report: Path
+    outcomes: list[StageOutcome] = field(default_factory=list)
+
+
+@dataclass
+class _Context:
+    output: Path
+    cwd: Path
+    run: int
+    code: str
+    study_code: str
+    versions: dict[str, str]
+    log: Callable[[str], None]
+    command: str
+    threads: int | None = None
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that asks Linux to SIGKILL the child when the study process dies (also by SIGKILL)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    import signal
+
+    parent = os.getpid()
+
+    def set_death_signal() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the study died before prctl took effect
+            os._exit(1)
+
+    return set_death_signal
+
+
+@contextmanager
+def _study_lock(output: Path) -> Iterator[None]:
+    output.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    handle = open(output / ".study.lock", "w")  # noqa: SIM115 - held for the whole study
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StudyError(f"another study is running in {output}") from None
+        yield
+    finally:
+        handle.close()
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def _publish(partial: Path, final: Path) -> None:
+    """Replace ``final`` by ``partial`` with renames (the old folder is moved aside first, then deleted)."""
+    aside = final.with_name(f".{final.name}.old")
+    _remove(aside)
+    if final.exists():
+        os.rename(final, aside)
+    os.rename(partial, final)
+    _remove(aside)
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+# bundle stages ------------------------------------------------------------------------------------------------------
+
+
+def _stage_inputs(setup: BundleSetup, stage: BundleStage, ledger: Ledger, ctx: _Context) -> tuple[str, dict[str, Any]]:
+    reads = {}
+    for config_id, (upstream, relative) in stage.reads.items():
+        digest = ledger.output_hashes(upstream).get(f"{upstream}/{relative}")
+        if digest is None:
+            raise StudyError(f"{setup.name}: stage {stage.name} needs {upstream}/{relative}, which is not recorded")
+        reads[config_id] = digest
+    payload = {
+        "stage": stage.name,
+        "bundle": setup.name,
+        "profile": setup.profile,
+        "configs": [[f.name, sha256_file(f)] for f in setup.config_files(stage)],
+        "overrides": setup.overrides_for(stage.name),
+        "data": setup.data_digest,
+        "reads": reads,
+        "code": ctx.code,
+        "versions": ctx.versions,
+        "threads": ctx.threads,
+    }
+    return fingerprint(payload), payload
+
+
+def _run_bundle_stage(setup: BundleSetup, stage: BundleStage, ledger: Ledger, ctx: _Context) -> StageOutcome:
+    folder = ledger.folder
+    inputs, payload = _stage_inputs(setup, stage, ledger, ctx)
+    partial = folder / f".{stage.name}.partial"
+    if ledger.is_done(stage.name, inputs):
+        _remove(partial)
+        ctx.log(f"[{setup.name}] {stage.name}: done before, inputs unchanged: skipped")
+        return StageOutcome(setup.name, stage.name, "skipped")
+    ledger.forget(stage.name)
+    resumed = None
+    if partial.exists():
+        marker = _read_json(partial / MARKER) or {}
+        if stage.resumable and marker.get("inputs") == inputs and (partial / RESUME_FILE).is_file():
+            from monai_adv.handlers.resume import resume_epoch
+
+            resumed = resume_epoch(partial / RESUME_FILE)
+            resumed = -1 if resumed is None else resumed
+        else:
+            _remove(partial)
+    partial.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(partial / MARKER, {"stage": stage.name, "inputs": inputs, "payload": payload})
+    overrides = {
+        **setup.data_overrides(),
+        **setup.overrides_for(stage.name),
+        "output_dir": str(partial),
+        **{cid: str(folder / upstream / rel) for cid, (upstream, rel) in stage.reads.items()},
+        **{cid: str(partial / rel) for cid, rel in stage.writes.items()},
+    }
+    atomic_write_json(partial / OVERRIDES, overrides)
+    files = [str(f) for f in setup.config_files(stage)] + [str(partial / OVERRIDES)]
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(files)]
+    log_path = partial / f"{stage.name}.log"
+    what = "resuming" if resumed is not None else "running"
+    ctx.log(f"[{setup.name}] {stage.name} ({stage.step}): {what}"
+            + (f" after epoch {resumed}" if resumed is not None and resumed >= 0 else "") + " ...")
+    start = time.perf_counter()
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if ctx.threads:
+        env.update(OMP_NUM_THREADS=str(ctx.threads), MKL_NUM_THREADS=str(ctx.threads))
+    with log_path.open("a", encoding="utf-8") as handle:
+        handle.write(f"=== study run {ctx.run}: {' '.join(command)}\n")
+        handle.flush()
+        code = subprocess.run(
+            command, stdout=handle, stderr=subprocess.STDOUT, cwd=ctx.cwd, env=env, preexec_fn=_die_with_parent()
+        ).returncode
+    seconds = time.perf_counter() - start
+    if code:
+        raise StudyError(
+            f"{setup.name}: stage {stage.name} failed (exit {code}); end of {log_path}:\n{_tail(log_path)}"
+        )
+    missing = [p for p in stage.products if not (partial / p).is_file()]
+    if missing:
+        raise StudyError(
+            f"{setup.name}: stage {stage.name} finished without writing {', '.join(missing)} (see {log_path})"
+        )
+    for name in (RESUME_FILE, Path(RESUME_FILE).with_suffix(".json").name):
+        _remove(partial / name)
+    _publish(partial, folder / stage.name)
+    ledger.record(
+        stage.name, inputs, [f"{stage.name}/{p}" for p in stage.products], seconds=round(seconds, 1), run=ctx.run,
+        resumed_after_epoch=resumed,
+    )
+    ctx.log(f"[{setup.name}] {stage.name}: done in {seconds:.0f} s")
+    return StageOutcome(setup.name, stage.name, "resumed" if resumed is not None else "ran", seconds, resumed)
+
+
+# study stages -------------------------------------------------------------------------------------------------------
+
+
+def _run_study_stage(
+    name: str, payload: Mapping[str, Any], products: Sequence[str], build: Callable[[Path], None], ledger: Ledger,
+    ctx: _Context,
+) -> StageOutcome:
+    inputs = fingerprint(payload)
+    partial = ctx.output / f".{name}.partial"
+    if ledger.is_done(name, inputs):
+        _remove(partial)
+        ctx.log(f"[study] {name}: done before, inputs unchanged: skipped")
+        return StageOutcome(None, name, "skipped")
+    ledger.forget(name)
+    _remove(partial)
+    partial.mkdir(parents=True)
+    start = time.perf_counter()
+    try:
+        build(partial)
+    except Exception as error:
+        raise StudyError(f"study stage {name} failed: {error}") from error
+    _publish(partial, ctx.output / name)
+    seconds = time.perf_counter() - start
+    ledger.record(name, inputs, [f"{name}/{p}" for p in products], seconds=round(seconds, 1), run=ctx.run)
+    ctx.log(f"[study] {name}: done in {seconds:.0f} s")
+    return StageOutcome(None, name, "ran", seconds)
+
+
+def _bundle_outputs(ledger: Ledger) -> dict[str, str]:
+    return {path: digest for stage in BUNDLE_STAGES for path, digest in ledger.output_hashes(stage.name).items()}
+
+
+def run_study(
+    bundles: Sequence[str],
+    output: str | os.PathLike,
+    bundles_dir: str | os.PathLike,
+    dataset_dir: str | os.PathLike | None = None,
+    profile: str | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    log: Callable[[str], None] = print,
+    command: str = "scripts/run_study.py",
+    threads: int | None = -1,
+) -> StudyResult:
+    """Run (or finish) the study for ``bundles`` into ``output`` and write the report.
+
+    Args:
+        bundles: bundle names, in report order.
+        output: the output folder (created).
+        bundles_dir: the folder holding the bundles.
+        dataset_dir: a prepared data set for every bundle (its ``datalist.json``); ``None`` uses the demo data.
+        profile: ``"demo"`` (``configs/demo.json``: the CPU profile) or ``"paper"``; default ``"demo"`` on the demo
+            data and ``"paper"`` on a prepared data set.
+        overrides: ``--set`` values grouped by stage (``"*"`` for all), from
+            :func:`~monai_adv.study.setup.parse_override`.
+        log: where progress lines go.
+        command: how the study was started, for the report's header.
+        threads: CPU threads of each bundle run (``OMP_NUM_THREADS``); ``None`` leaves torch's default; the default
+            ``-1`` means 1 in the demo profile (tiny models run fastest on one thread, and several threads on a
+            shared machine can be ten times slower) and torch's default in the paper profile. Results can differ
+            in the last bits between thread counts, so it is part of every stage's fingerprint.
+
+    Raises:
+        StudyError: naming the bundle and stage that failed.
+    """
+    if not bundles:
+        raise StudyError("no bundle to study")
+    clash = sorted(set(bundles) & set(STUDY_STAGES))
+    if clash:
+        raise StudyError(f"bundle names {clash} clash with the study's own folders")
+    if dataset_dir is not None and len(bundles) > 1:
+        raise StudyError("--dataset_dir holds one data set: study one bundle at a time with it")
+    profile = profile or ("demo" if dataset_dir is None else "paper")
+    if threads == -1:
+        threads = 1 if profile == "demo" else None
+    output = Path(output).resolve()
+    with _study_lock(output):
+        study_ledger = Ledger(output)
+        run = int(study_ledger.data.get("runs", 0)) + 1
+        study_ledger.data["runs"] = run
+        study_ledger.save()
+        ctx = _Context(
+            output=output, cwd=Path(bundles_dir).resolve().parent, run=run,
+            code=code_digest(PACKAGE, exclude=("study",)),
+            study_code=code_digest(PACKAGE / "study") + sha256_file(PACKAGE / "reports.py"),
+            versions=library_versions(), log=log, command=command, threads=threads,
+        )
+        outcomes: list[StageOutcome] = []
+        setups: list[BundleSetup] = []
+        ledgers: dict[str, Ledger] = {}
+        for name in bundles:
+            try:
+                setup = prepare_bundle(name, bundles_dir, profile, dataset_dir, overrides)
+            except (OSError, ValueError) as error:
+                raise StudyError(f"{name}: {error}") from error
+            setups.append(setup)
+            folder = output / name
+            folder.mkdir(parents=True, exist_ok=True)
+            ledgers[name] = ledger = Ledger(folder)
+            for stage in BUNDLE_STAGES:
+                outcomes.append(_run_bundle_stage(setup, stage, ledger, ctx))
+        outcomes += _study_stages(setups, ledgers, study_ledger, ctx)
+        return StudyResult(output, output / "report" / "report.md", outcomes)
+
+
+def _study_stages(
+    setups: Sequence[BundleSetup], ledgers: Mapping[str, Ledger], study_ledger: Ledger, ctx: _Context
+) -> list[StageOutcome]:
+    from monai_adv.study.compare_datasets import FILES, compare_datasets
+    from monai_adv.study.report import FIGURES, BundleReport, write_report
+
+    sweeps = {s.name: "attack/attack_sweep.json" for s in setups}
+    payload = {
+        "stage": "compare_datasets",
+        "bundles": [[s.name, s.medical, ledgers[s.name].output_hashes("attack")[sweeps[s.name]]] for s in setups],
+        "code": ctx.study_code,
+    }
+
+    def compare(folder: Path) -> None:
+        rows = {s.name: json.loads((ctx.output / s.name / sweeps[s.name]).read_text(encoding="utf-8"))["rows"]
+                for s in setups}
+        medical = {s.name: s.medical for s in setups}
+        compare_datasets(rows, medical, {s.name: BUNDLE_DATASETS.get(s.name) for s in setups}, folder)
+
+    outcomes = [_run_study_stage("compare_datasets", payload, FILES, compare, study_ledger, ctx)]
+    payload = {
+        "stage": "report",
+        "bundles": [[s.name, s.data, s.settings, s.medical, _bundle_outputs(ledgers[s.name])] for s in setups],
+        "compare_datasets": study_ledger.output_hashes("compare_datasets"),
+        "command": ctx.command,
+        "code": ctx.study_code,
+    }
+    reports = [BundleReport(s.name, ctx.output / s.name, s.data, s.settings, s.medical) for s in setups]
+    products = ["report.md", "susceptibility.png"] + [f"{s.name}-{suffix}" for s in setups for suffix in FIGURES]
+
+    def report(folder: Path) -> None:
+        write_report(folder, reports, ctx.output / "compare_datasets", ctx.command)
+
+    outcomes.append(_run_study_stage("report", payload, products, report, study_ledger, ctx))
+    return outcomes

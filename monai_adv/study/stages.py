@@ -1,0 +1,88 @@
+"""The study's stages: what each reads, which bundle configs it runs, what it must write.
+
+Per bundle, in order (the paper's steps):
+
+=================  ========================  ===================  ==========================================
+stage              bundle configs            reads                writes (in ``<bundle>/<stage>/``)
+=================  ========================  ===================  ==========================================
+train              train                     the data             ``models/model.pt``
+evaluate           train, evaluate           train's model        ``metrics.json``, ``test_predictions.csv``
+attack             attack                    train's model        ``attack_sweep.*``, Figure 1
+adversarial_train  train, adversarial_train  train's model        ``models/model_adversarial.pt``
+compare            compare (sweep again)     both models          ``robustness_comparison.*``
+triage             triage                    train's model        ``sensitivity.csv``, ``triage.*``
+=================  ========================  ===================  ==========================================
+
+then, once for all bundles, ``compare_datasets`` (the susceptibility comparison) and ``report``.
+Every bundle stage is one ``python -m monai.bundle run`` of the bundle's configs, plus ``configs/demo.json`` in the
+demo profile, plus (training stages) ``monai_adv/resources/resume_training.json`` (and, for adversarial training,
+``resume_adversarial_training.json``: the overfitting guard's memory), plus a JSON file of overrides the
+study writes: ``output_dir`` (the stage's folder), the checkpoint paths (``ckpt_path``, ``robust_ckpt_path``: the
+upstream stages' outputs, or this stage's), the data list, and the user's ``--set`` values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "BundleStage", "BUNDLE_STAGES", "STUDY_STAGES", "STAGE_NAMES", "MANAGED_IDS", "RESUME_CONFIG",
+    "RESUME_ADVERSARIAL_CONFIG", "RESUME_FILE",
+]
+
+RESOURCES = Path(__file__).resolve().parents[1] / "resources"
+RESUME_CONFIG = RESOURCES / "resume_training.json"
+RESUME_ADVERSARIAL_CONFIG = RESOURCES / "resume_adversarial_training.json"
+RESUME_FILE = "resume.pt"
+
+
+@dataclass(frozen=True)
+class BundleStage:
+    """One step of the study for one bundle.
+
+    Attributes:
+        name: the stage (and its folder).
+        step: the paper's step, in words.
+        configs: bundle config names, in the order given to ``monai.bundle run``.
+        reads: config id -> (upstream stage, path inside its folder): a file this stage reads.
+        writes: config id -> path inside this stage's folder: where the stage writes a file a later stage reads.
+        products: files the stage must write (inside its folder); the ledger keeps their SHA-256.
+        resumable: a training stage that continues from its last epoch after an interruption.
+        overlays: config files of ``monai_adv`` added after the bundle's (the resume handler of training stages).
+    """
+
+    name: str
+    step: str
+    configs: tuple[str, ...]
+    reads: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    writes: Mapping[str, str] = field(default_factory=dict)
+    products: tuple[str, ...] = ()
+    resumable: bool = False
+    overlays: tuple[Path, ...] = ()
+
+
+_MODEL = ("train", "models/model.pt")
+BUNDLE_STAGES: tuple[BundleStage, ...] = (
+    BundleStage("train", "train", ("train",), writes={"ckpt_path": "models/model.pt"},
+                products=("models/model.pt",), resumable=True, overlays=(RESUME_CONFIG,)),
+    BundleStage("evaluate", "evaluate", ("train", "evaluate"), reads={"ckpt_path": _MODEL},
+                products=("metrics.json", "test_predictions.csv")),
+    BundleStage("attack", "sweep the attacks", ("attack",), reads={"ckpt_path": _MODEL},
+                products=("attack_sweep.csv", "attack_sweep.json", "attack_sweep.png", "adversarial_examples.png")),
+    BundleStage("adversarial_train", "adversarially train", ("train", "adversarial_train"), reads={"ckpt_path": _MODEL},
+                writes={"robust_ckpt_path": "models/model_adversarial.pt"},
+                products=("models/model_adversarial.pt",), resumable=True,
+                overlays=(RESUME_CONFIG, RESUME_ADVERSARIAL_CONFIG)),
+    BundleStage("compare", "sweep again, both models", ("compare",),
+                reads={"ckpt_path": _MODEL, "robust_ckpt_path": ("adversarial_train", "models/model_adversarial.pt")},
+                products=("robustness_comparison.csv", "robustness_comparison.png")),
+    BundleStage("triage", "triage", ("triage",), reads={"ckpt_path": _MODEL},
+                products=("sensitivity.csv", "triage.json", "triage.png")),
+)
+STUDY_STAGES: tuple[str, ...] = ("compare_datasets", "report")
+STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in BUNDLE_STAGES) + STUDY_STAGES
+
+# ids the study sets itself; ``--set`` may not override them
+MANAGED_IDS = frozenset({"output_dir", "ckpt_path", "robust_ckpt_path", "datalist_file", "dataset_dir", "resume_path"})
