@@ -9,6 +9,8 @@
 #   MONAI_ADV_TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128" bash scripts/setup.sh
 # and a CPU-only machine elsewhere the CPU build:
 #   MONAI_ADV_TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" bash scripts/setup.sh
+# It then builds the separate MONAI Label environment (.venv-label, scripts/setup_label_env.sh; several GB, a few
+# minutes) that tests/test_monailabel.py runs in; MONAI_ADV_SKIP_LABEL=1 skips it (and that test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
@@ -27,3 +29,8 @@ import monai, torch, torchattacks, monai_adv
 print(f"monai_adv {monai_adv.__version__} ready: torch {torch.__version__} (CUDA {torch.cuda.is_available()}), "
       f"monai {monai.__version__}, torchattacks {torchattacks.__version__}")
 PY
+if [ "${MONAI_ADV_SKIP_LABEL:-0}" = "1" ]; then
+    echo "MONAI_ADV_SKIP_LABEL=1: MONAI Label environment not built (tests/test_monailabel.py will skip)"
+else
+    bash scripts/setup_label_env.sh
+fi

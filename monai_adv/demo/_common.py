@@ -194,6 +194,7 @@ def write_dicom(path: str | os.PathLike, pixels: np.ndarray, tags: dict[str, Any
 
     ``tags`` are set as DICOM keywords; ``SOPInstanceUID`` must be among them.
     """
+    import pydicom
     from pydicom import dcmwrite
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
@@ -219,7 +220,10 @@ def write_dicom(path: str | os.PathLike, pixels: np.ndarray, tags: dict[str, Any
     ds.PixelData = pixels.tobytes()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    dcmwrite(path, ds, enforce_file_format=True)
+    if int(pydicom.__version__.split(".")[0]) >= 3:
+        dcmwrite(path, ds, enforce_file_format=True)
+    else:  # pydicom 2 (the MONAI Label environment): the same file-format guarantee under its old name
+        dcmwrite(path, ds, write_like_original=False)
     return path
 
 
