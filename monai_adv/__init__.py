@@ -11,8 +11,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 _SUBMODULES = {
-    "attacks", "datalist", "demo", "engines", "handlers", "io", "metrics", "networks", "prepare", "reports",
-    "sensitivity", "sweep", "transforms", "triage", "utils",
+    "attacks", "checkpoints", "datalist", "demo", "engines", "handlers", "io", "metrics", "networks", "prepare",
+    "reports", "sensitivity", "study", "sweep", "transforms", "triage", "utils",
 }
 
 

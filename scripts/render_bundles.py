@@ -181,6 +181,7 @@ IMPORTS = [
     "$import os",
     "$import torch",
     "$import monai_adv",
+    "$import monai_adv.bundle_errors",  # a failed run ends with the DataError naming the bad file or item
 ]
 
 
@@ -223,7 +224,12 @@ def common_ids(name: str, spec: dict[str, Any]) -> dict[str, Any]:
 
 def load_transforms(with_label: bool) -> list[dict[str, Any]]:
     transforms: list[dict[str, Any]] = [
-        {"_target_": "monai_adv.transforms.LoadCropd", "keys": "image", "spatial_dims": "@spatial_dims"},
+        {
+            "_target_": "monai_adv.transforms.LoadCropd",
+            "keys": "image",
+            "spatial_dims": "@spatial_dims",
+            "channels": "@in_channels",
+        },
     ]
     if with_label:
         transforms.append({"_target_": "monai_adv.transforms.CheckLabeld", "keys": "label", "num_classes": "@num_classes"})
@@ -245,8 +251,9 @@ POSTPROCESSING = {
 }
 
 
+# weights_only=True, and one error naming the file when it is missing or of another architecture
 CHECKPOINT_LOADER = {
-    "_target_": "CheckpointLoader",
+    "_target_": "monai_adv.handlers.StrictCheckpointLoad",
     "load_path": "@ckpt_path",
     "load_dict": {"model": "@network"},
     "map_location": "@device",
@@ -292,7 +299,7 @@ def train_config(name: str, spec: dict[str, Any]) -> dict[str, Any]:
                 "lr_lambda": "$lambda iteration: 1.0 / (1.0 + @lr_decay * iteration)",
             },
             "data": {
-                "training_items": "$monai_adv.datalist.load_datalist(@datalist_file, 'training', num_classes=@num_classes)",
+                "training_items": "$monai_adv.datalist.load_datalist(@datalist_file, 'training', @num_classes, spatial_dims=@spatial_dims)",
                 "train_val_split": "$monai_adv.datalist.carve_validation(@data#training_items, fraction=@val_fraction, seed=@seed)",
             },
             "train": {
@@ -420,7 +427,7 @@ def train_config(name: str, spec: dict[str, Any]) -> dict[str, Any]:
 def evaluate_config() -> dict[str, Any]:
     """Overlay on train.json: the test split, the trained checkpoint, metrics to ``output_dir/metrics.json``."""
     return {
-        "data#test_items": "$monai_adv.datalist.load_datalist(@datalist_file, 'test', num_classes=@num_classes)",
+        "data#test_items": "$monai_adv.datalist.load_datalist(@datalist_file, 'test', @num_classes, spatial_dims=@spatial_dims)",
         "validate#dataset#data": "@data#test_items",
         "validate#key_metric": {"test_accuracy": accuracy_metric()},
         "validate#handlers": [
@@ -501,7 +508,7 @@ def inference_config(name: str, spec: dict[str, Any]) -> dict[str, Any]:
     return standalone_evaluator(
         name,
         spec,
-        data="$monai_adv.datalist.load_inference_items(@input_path, @input_key)",
+        data="$monai_adv.datalist.load_inference_items(@input_path, @input_key, spatial_dims=@spatial_dims)",
         with_label=False,
         postprocessing={"_target_": "Compose", "transforms": POSTPROCESSING["transforms"][:2]},
         handlers=[
@@ -533,7 +540,7 @@ def attack_config(name: str, spec: dict[str, Any]) -> dict[str, Any]:
     return standalone_evaluator(
         name,
         spec,
-        data="$monai_adv.datalist.load_datalist(@datalist_file, 'test', num_classes=@num_classes)",
+        data="$monai_adv.datalist.load_datalist(@datalist_file, 'test', @num_classes, spatial_dims=@spatial_dims)",
         with_label=True,
         postprocessing=POSTPROCESSING,
         handlers=["@attack_sweep"],
@@ -555,6 +562,7 @@ def attack_config(name: str, spec: dict[str, Any]) -> dict[str, Any]:
                 "native_per_unit": "@native_per_unit",
                 "native_units": "@native_units",
                 "reuse": True,
+                "seed": "@seed",
                 "large_eps": 0.5,
                 "summary_writer": {
                     "_target_": "torch.utils.tensorboard.SummaryWriter",
@@ -577,6 +585,7 @@ def triage_handler(flag_column: str, filename: str, **extra: Any) -> dict[str, A
         "native_units": "@native_units",
         "filename": filename,
         "flag_column": flag_column,
+        "seed": "@seed",
         **extra,
     }
 
@@ -586,7 +595,7 @@ def triage_config(name: str, spec: dict[str, Any]) -> dict[str, Any]:
     return standalone_evaluator(
         name,
         spec,
-        data="$monai_adv.datalist.load_datalist(@datalist_file, 'test', num_classes=@num_classes)",
+        data="$monai_adv.datalist.load_datalist(@datalist_file, 'test', @num_classes, spatial_dims=@spatial_dims)",
         with_label=True,
         postprocessing=POSTPROCESSING,
         handlers=["@triage"],
@@ -633,18 +642,17 @@ def adversarial_train_config(spec: dict[str, Any]) -> dict[str, Any]:
         },
         "+train#handlers": [
             {
-                "_target_": "CheckpointLoader",
+                "_target_": CHECKPOINT_LOADER["_target_"],
                 "_disabled_": "$not @init_from_clean",
                 "_desc_": "start from the clean model, as the paper",
-                "load_path": "@ckpt_path",
-                "load_dict": {"model": "@network"},
-                "map_location": "@device",
+                **{k: v for k, v in CHECKPOINT_LOADER.items() if k != "_target_"},
             }
         ],
         "validate#key_metric": {"val_robust_accuracy": accuracy_metric()},
         "validate#early_stop#score_function": "$lambda engine: engine.state.metrics['val_robust_accuracy']",
         "validate#checkpoint_saver#save_dir": "$os.path.dirname(@robust_ckpt_path)",
         "validate#checkpoint_saver#key_metric_filename": "$os.path.basename(@robust_ckpt_path)",
+        "+validate#handlers": ["@validate#overfit_guard"],
         "validate#overfit_guard": {
             "_target_": "monai_adv.engines.CatastrophicOverfittingGuard",
             "_disabled_": "$@adv_attack != 'fgsm_rs'",
@@ -662,7 +670,7 @@ def adversarial_train_config(spec: dict[str, Any]) -> dict[str, Any]:
             "inferer": "@validate#inferer",
             "postprocessing": "@validate#postprocessing",
             "key_val_metric": "@validate#key_metric",
-            "val_handlers": "$@validate#handlers + [g for g in [@validate#overfit_guard] if g is not None]",
+            "val_handlers": "$[h for h in @validate#handlers if h is not None]",
             "amp": False,
             "eps": "@adv_eps",
             "attack": "pgd",
@@ -709,14 +717,40 @@ def compare_config(name: str, spec: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def multi_gpu_config() -> dict[str, Any]:
-    """Overlay on train.json for ``torchrun``: DDP, distributed samplers, rank-0 logging and checkpoints.
+# Handlers that only log or write: under torchrun they run on rank 0 and are disabled (never built) elsewhere.
+RANK_ZERO_TARGETS = {"StatsHandler", "TensorBoardStatsHandler", "ignite.handlers.ProgressBar"}
+NOT_RANK_ZERO = "$dist.get_rank() != 0"
+DISTRIBUTED_DEVICE = "$torch.device(f\"cuda:{os.environ['LOCAL_RANK']}\" if torch.cuda.is_available() else 'cpu')"
+DISTRIBUTED_INITIALIZE = [
+    "$import torch.distributed as dist",
+    "$dist.is_initialized() or dist.init_process_group(backend='nccl' if torch.cuda.is_available() else 'gloo')",
+    "$torch.cuda.set_device(@device) if torch.cuda.is_available() else None",
+    "$monai.utils.set_determinism(seed=@seed)",
+]
+DISTRIBUTED_FINALIZE = ["$dist.is_initialized() and dist.destroy_process_group()"]
 
-    NCCL on GPUs, gloo on CPUs. Every rank keeps the LR schedule, validation and early stopping (the validation
-    accuracy is reduced across ranks by Ignite, so all ranks stop together); only rank 0 logs and saves.
+
+def rank_zero_only(handlers: list[Any], list_id: str) -> dict[str, str]:
+    """``<list_id>#<i>#_disabled_`` on ranks other than 0 for the logging handlers of a rendered handler list."""
+    return {
+        f"{list_id}#{i}#_disabled_": NOT_RANK_ZERO
+        for i, h in enumerate(handlers)
+        if isinstance(h, dict) and h.get("_target_") in RANK_ZERO_TARGETS
+    }
+
+
+def multi_gpu_config(train: dict[str, Any]) -> dict[str, Any]:
+    """Overlay on train.json (and train.json + adversarial_train.json) for ``torchrun``: DDP, distributed samplers,
+    rank-0 logging and checkpoints.
+
+    NCCL on GPUs, gloo on CPUs. Every rank keeps the LR schedule, validation, early stopping, the clean-checkpoint
+    loader and the overfitting guard of adversarial training (validation accuracy is reduced across ranks by Ignite,
+    so all ranks stop and roll back together); the logging handlers and the checkpoint saver are disabled on ranks
+    other than 0, so only rank 0 logs and writes. The handler lists are not replaced, so the overlay composes with
+    adversarial_train.json (its attacks unwrap DDP and craft examples on each rank's shard).
     """
     return {
-        "device": "$torch.device(f\"cuda:{os.environ['LOCAL_RANK']}\" if torch.cuda.is_available() else 'cpu')",
+        "device": DISTRIBUTED_DEVICE,
         "network": {
             "_target_": "torch.nn.parallel.DistributedDataParallel",
             "module": "$@network_def.to(@device)",
@@ -725,19 +759,38 @@ def multi_gpu_config() -> dict[str, Any]:
         "train#sampler": {"_target_": "DistributedSampler", "dataset": "@train#dataset", "even_divisible": True, "shuffle": True},
         "train#dataloader#sampler": "@train#sampler",
         "train#dataloader#shuffle": False,
-        "train#trainer#train_handlers": "$@train#handlers if dist.get_rank() == 0 else @train#handlers[:2]",
+        **rank_zero_only(train["train"]["handlers"], "train#handlers"),
         "validate#sampler": {"_target_": "DistributedSampler", "dataset": "@validate#dataset", "even_divisible": False, "shuffle": False},
         "validate#dataloader#sampler": "@validate#sampler",
-        "validate#evaluator#val_handlers": "$@validate#handlers if dist.get_rank() == 0 else [@validate#early_stop]",
-        "initialize": [
-            "$import torch.distributed as dist",
-            "$dist.is_initialized() or dist.init_process_group(backend='nccl' if torch.cuda.is_available() else 'gloo')",
-            "$torch.cuda.set_device(@device) if torch.cuda.is_available() else None",
-            "$monai.utils.set_determinism(seed=@seed)",
-        ],
-        "run": ["$@validate#early_stop.set_trainer(@train#trainer)", "$@train#trainer.run()"],
-        "finalize": ["$dist.is_initialized() and dist.destroy_process_group()"],
+        **rank_zero_only(train["validate"]["handlers"], "validate#handlers"),
+        "validate#checkpoint_saver#_disabled_": NOT_RANK_ZERO,
+        "validate#evaluator#val_handlers": "$[h for h in @validate#handlers if h is not None]",
+        "initialize": DISTRIBUTED_INITIALIZE,
+        "finalize": DISTRIBUTED_FINALIZE,
     }
+
+
+def multi_gpu_evaluator_config(evaluator: dict[str, Any]) -> dict[str, Any]:
+    """Overlay on attack.json or triage.json for ``torchrun``: each rank attacks whole batches of the test split
+    (``monai_adv.distributed.BatchShardSampler``: batch k on rank k mod N, so every batch equals one of the
+    single-process run), the handler gathers per-image results by id and rank 0 writes. Results equal the
+    single-process run's for the same seed and batch size."""
+    config = {
+        "device": DISTRIBUTED_DEVICE,
+        "sampler": {
+            "_target_": "monai_adv.distributed.BatchShardSampler",
+            "_desc_": "batch k of the single-process order on rank k mod world size; no padding",
+            "dataset": "@dataset",
+            "batch_size": "@batch_size",
+        },
+        "dataloader#sampler": "@sampler",
+        **rank_zero_only(evaluator["handlers"], "handlers"),
+        "initialize": DISTRIBUTED_INITIALIZE,
+        "finalize": DISTRIBUTED_FINALIZE,
+    }
+    if isinstance(evaluator.get("attack_sweep", {}).get("summary_writer"), dict):
+        config["attack_sweep#summary_writer#_disabled_"] = NOT_RANK_ZERO
+    return config
 
 
 def demo_config(spec: dict[str, Any]) -> dict[str, Any]:
@@ -861,7 +914,10 @@ attack sweeps, adversarial training and sensitivity triage.
 
 ## Preprocessing
 - Loading: `monai_adv.transforms.LoadCropd` reads DICOM (rescale slope/intercept applied), NIfTI or PNG; a missing
-  or corrupt file, NaN pixels or a label outside the classes raise one error naming the item.
+  or corrupt file, an image of the wrong dimensionality or channel count, NaN pixels or a label outside the classes
+  raise one `monai_adv.io.DataError` naming the item. Checkpoints are read with `weights_only=True`
+  (`monai_adv.handlers.StrictCheckpointLoad`); a missing file or one of another architecture stops the run with
+  one error naming the file and what differs.
 - Intensity to [0, 1]: {s['intensity_transform']['_desc_']}. Native units: {s['native_units']}.
 - Resized to {s['image_size']} x {s['image_size']} (`image_size`); {'training augmentation as the paper: flips on both axes and rotations within +-20 degrees.' if s['augment'] else 'no augmentation (as the paper for this control).'}
 - The network normalises its [0, 1] input itself (mean 0.5, std 0.25), so attacks and their epsilon work in [0, 1].
@@ -879,6 +935,13 @@ Run from the repository root (`monai_adv` installed):
     python -m monai.bundle run --config_file "['bundles/{name}/configs/train.json','bundles/{name}/configs/evaluate.json']" --dataset_dir <dataset_dir>
     python -m monai.bundle run --config_file bundles/{name}/configs/inference.json --input_path <folder or datalist.json>
     torchrun --standalone --nnodes=1 --nproc_per_node=<N> -m monai.bundle run --config_file "['bundles/{name}/configs/train.json','bundles/{name}/configs/multi_gpu_train.json']"
+    torchrun --standalone --nnodes=1 --nproc_per_node=<N> -m monai.bundle run --config_file "['bundles/{name}/configs/train.json','bundles/{name}/configs/adversarial_train.json','bundles/{name}/configs/multi_gpu_train.json']"
+    torchrun --standalone --nnodes=1 --nproc_per_node=<N> -m monai.bundle run --config_file "['bundles/{name}/configs/attack.json','bundles/{name}/configs/multi_gpu_attack.json']"
+    torchrun --standalone --nnodes=1 --nproc_per_node=<N> -m monai.bundle run --config_file "['bundles/{name}/configs/triage.json','bundles/{name}/configs/multi_gpu_triage.json']"
+
+Under `torchrun` the attack sweep and the triage give the same results as one process with the same seed and batch
+size: every image's PGD randomness is keyed by its id, each process attacks whole batches of the single-process order,
+and rank 0 gathers the per-image results by id and writes.
 
 Add `'bundles/{name}/configs/demo.json'` as the last config file (and `--output_dir <dir>`) to run on the demo data
 with the CPU profile (32 x 32 images, VGG16 at 1/8 width, at most {DEMO['max_epochs']} epochs).
@@ -917,7 +980,9 @@ def render(root: Path = ROOT) -> dict[Path, str]:
         files[configs / "adversarial_train.json"] = dump(adversarial_train_config(spec))
         files[configs / "compare.json"] = dump(compare_config(name, spec))
         files[configs / "triage.json"] = dump(triage_config(name, spec))
-        files[configs / "multi_gpu_train.json"] = dump(multi_gpu_config())
+        files[configs / "multi_gpu_train.json"] = dump(multi_gpu_config(train_config(name, spec)))
+        files[configs / "multi_gpu_attack.json"] = dump(multi_gpu_evaluator_config(attack_config(name, spec)))
+        files[configs / "multi_gpu_triage.json"] = dump(multi_gpu_evaluator_config(triage_config(name, spec)))
         files[configs / "demo.json"] = dump(demo_config(spec))
         files[configs / "logging.conf"] = (TEMPLATE / "logging.conf").read_text()
         files[base / "LICENSE"] = (TEMPLATE / "LICENSE").read_text()

@@ -103,11 +103,17 @@ def load_state(path: Path) -> dict:
     return state.get("model", state)
 
 
+# output_dir -> the logs (stdout + stderr) of every run_bundle into it: test_no_patient_identifier_in_any_output
+# scans both
+RUNS: dict[Path, list[str]] = {}
+
+
 def run_bundle(config_files: list[str], output_dir: Path, demo_dir: Path, *extra: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, MONAI_ADV_DEMO_DIR=str(demo_dir), PYTHONUNBUFFERED="1")
     command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(config_files)]
     command += ["--output_dir", str(output_dir), *extra]
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
+    RUNS.setdefault(Path(output_dir), []).append(result.stdout + result.stderr)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
@@ -277,3 +283,98 @@ def test_multi_gpu_train_under_torchrun_on_cpu(trained, demo_dir, tmp_path):
     parser.read_config(configs(bundle, "inference", "demo"))
     net = parser.get_parsed_content("network_def")
     net.load_state_dict(state)  # no "module." prefix: Ignite unwraps DDP when saving
+
+
+# DICOM attributes that identify a patient; the demo DICOMs carry fake values of the first three
+PATIENT_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "OtherPatientIDs", "OtherPatientNames")
+
+
+def patient_identifier_pieces(dicom_files: list[Path]) -> tuple[dict[str, set[str]], set[str]]:
+    """``(values, pieces)``: the identifiers in the files' headers by keyword, and what an output must not hold,
+    case-insensitively: each value without its trailing digits when at least 5 characters remain (``DEMO-CT-``,
+    ``Demo^Patient``, which covers every patient's full value), else the whole value (the birth date); names also
+    with the ``^`` separators as spaces, and dates also as ``YYYY-MM-DD``."""
+    import re
+
+    import pydicom
+
+    values: dict[str, set[str]] = {keyword: set() for keyword in PATIENT_KEYWORDS}
+    for path in dicom_files:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        for keyword in PATIENT_KEYWORDS:
+            value = ds.get(keyword)
+            for v in value if isinstance(value, pydicom.multival.MultiValue) else [value]:
+                if v is not None and str(v).strip():
+                    values[keyword].add(str(v).strip())
+    pieces: set[str] = set()
+    for value in set().union(*values.values()):
+        if re.fullmatch(r"\d{8}", value):  # a date
+            pieces |= {value, f"{value[:4]}-{value[4:6]}-{value[6:]}"}
+            continue
+        for variant in {value, value.replace("^", " ")}:
+            stem = variant.rstrip("0123456789")
+            pieces.add((stem if len(stem) >= 5 else variant).lower())
+    return values, pieces
+
+
+def output_texts(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` as bytes, keyed by its relative path, plus the members of zip archives (torch
+    checkpoints) and gzip files decompressed."""
+    import gzip
+    import zipfile
+
+    texts: dict[str, bytes] = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        name = str(path.relative_to(folder))
+        texts[name] = path.read_bytes()
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                for member in archive.namelist():
+                    texts[f"{name}!{member}"] = archive.read(member)
+        elif texts[name][:2] == b"\x1f\x8b":
+            texts[f"{name}!gunzip"] = gzip.decompress(texts[name])
+    return texts
+
+
+def test_no_patient_identifier_in_any_output(trained, demo_dir, tmp_path):
+    """Every output of train, evaluate, inference, attack, adversarial training, compare and triage on the CT demo
+    (and of every other bundle run in this session), logs included, is free of the DICOM headers' patient name, ID
+    and birth date; images are named by their data-list ids. Stages the other tests did not run are run here."""
+    bundle = "lung_nodule_ct_classification"
+    out = trained(bundle)
+    stages = (("inference", "predictions.csv"), ("attack", "attack_sweep.csv"), ("triage", "sensitivity.csv"))
+    for step, marker in stages:
+        if not (out / marker).is_file():
+            run_bundle(configs(bundle, step, "demo"), out, demo_dir)
+    if not any((folder / "robustness_comparison.csv").is_file() for folder in RUNS):
+        adv_out = tmp_path / "adv"
+        (adv_out / "models").mkdir(parents=True)
+        (adv_out / "models" / "model.pt").write_bytes((out / "models" / "model.pt").read_bytes())
+        run_bundle(configs(bundle, "train", "adversarial_train", "demo"), adv_out, demo_dir, "--max_epochs", "1")
+        run_bundle(configs(bundle, "compare", "demo"), adv_out, demo_dir)
+
+    dicoms = sorted(Path(demo_dir).rglob("*.dcm"))
+    values, pieces = patient_identifier_pieces(dicoms)
+    # the inputs do carry identifiers, so this test can fail: the demo's fake name, ID and birth date
+    assert len(values["PatientID"]) > 50 and len(values["PatientName"]) > 50 and values["PatientBirthDate"]
+    assert {"demo-ct-", "demo^patient", "19700101"} <= pieces, pieces
+    first = dicoms[0].read_bytes()
+    assert all(any(v.encode() in first for v in values[k]) for k in ("PatientID", "PatientName", "PatientBirthDate"))
+
+    scanned = {}
+    for folder, logs in RUNS.items():
+        texts = output_texts(folder)
+        texts.update({f"log {k} of the bundle runs": log.encode() for k, log in enumerate(logs)})
+        scanned.update({f"{folder}/{name}": text for name, text in texts.items()})
+    for datalist in Path(demo_dir).rglob("datalist.json"):  # what the demo generator writes beside the images
+        scanned[str(datalist)] = datalist.read_bytes()
+    leaks = [(name, piece) for name, text in scanned.items() for piece in pieces if piece.encode() in text.lower()]
+    assert not leaks, leaks[:20]
+
+    kinds = {Path(name.split("!")[0]).suffix for name in scanned}
+    assert {".csv", ".json", ".png", ".pt"} <= kinds and any("tfevents" in name for name in scanned)
+    demo_list = json.loads((Path(demo_dir) / "lung_nodule_ct-seed0" / "datalist.json").read_text())
+    ids = {item["id"] for item in demo_list["test"]}
+    for table in ("test_predictions.csv", "predictions.csv", "sensitivity.csv"):
+        rows = list(csv.DictReader((out / table).open()))
+        assert {row["id"] for row in rows} == ids, table  # images named by data-list id, nothing else

@@ -1,8 +1,10 @@
 """Ignite handlers for MONAI engines. Reference them by full dotted path, e.g. ``monai_adv.handlers.ClassificationMetricsWriter``."""
 
 from monai_adv.handlers.attack_sweep import AttackSweep
+from monai_adv.handlers.checkpoint import StrictCheckpointLoad
 from monai_adv.handlers.classification import ClassificationMetricsWriter, PredictionCSVWriter
 from monai_adv.handlers.collect import PerImageCollector
+from monai_adv.handlers.resume import TrainingResume
 from monai_adv.handlers.triage import SensitivityTriage, load_threshold
 
-__all__ = ["AttackSweep", "ClassificationMetricsWriter", "PredictionCSVWriter", "PerImageCollector", "SensitivityTriage", "load_threshold"]
+__all__ = ["AttackSweep", "ClassificationMetricsWriter", "PredictionCSVWriter", "PerImageCollector", "SensitivityTriage", "TrainingResume", "StrictCheckpointLoad", "load_threshold"]
