@@ -15,7 +15,7 @@ import torch
 
 from monai_adv.attacks import PGD
 from monai_adv.attacks.base import eval_mode, key_of
-from monai_adv.distributed import all_reduce_ints, batch_ids, gather_by_id, is_distributed
+from monai_adv.distributed import all_reduce_ints, gather_by_id
 from monai_adv.handlers.collect import evaluator_batches
 from monai_adv.reports import plot_accuracy_vs_eps, plot_adversarial_examples
 from monai_adv.sweep import AttackFactory, SweepResult, SweepWork, all_passed, attack_sweep, sweep_checks
@@ -173,11 +173,9 @@ class AttackSweep:
 
     def __call__(self, engine: Engine) -> None:
         model = engine.network
-        results, ids, candidates, from_data = [], [], [], True
+        results, ids, candidates = [], [], []
         keep = max(self.large_eps_samples if self.large_eps is not None else 0, self.n_examples)
-        for batch, images, labels in evaluator_batches(engine, "attack sweep"):
-            batch_id, found = batch_ids(batch, len(images), self.id_key, offset=len(ids))
-            from_data &= found
+        for batch_id, images, labels in evaluator_batches(engine, "attack sweep", "AttackSweep", self.id_key):
             labels = None if self.use_predicted_labels else labels
             keys = None if self.seed is None else [key_of(i) for i in batch_id]
             results.append(
@@ -188,10 +186,6 @@ class AttackSweep:
             )
             ids += batch_id
             candidates = _smallest_ids(candidates, batch_id, images, labels, keep)
-        if not results:
-            raise ValueError("AttackSweep: the evaluator's data loader yielded no batch")
-        if is_distributed() and not from_data:
-            raise ValueError(f"AttackSweep: a distributed sweep needs item ids under {self.id_key!r} in every batch")
         self.result = _gather(ids, sum(results))
         large_result = self._large_eps_sweep(model, candidates)
         examples = self._gather_examples(candidates, engine.state.device)

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from monai.utils import evenly_divisible_all_gather, string_list_all_gather
 
 from monai_adv.attacks.base import plain_tensor
+from monai_adv.distributed import batch_ids, gather_by_id, is_distributed
 
 if TYPE_CHECKING:
     from ignite.engine import Engine
@@ -19,17 +19,32 @@ if TYPE_CHECKING:
 __all__ = ["PerImageCollector", "evaluator_batches"]
 
 
-def evaluator_batches(engine: Engine, desc: str) -> Iterator[tuple[Any, torch.Tensor, torch.Tensor | None]]:
+def evaluator_batches(
+    engine: Engine, desc: str, owner: str, id_key: str = "id"
+) -> Iterator[tuple[list[str], torch.Tensor, torch.Tensor | None]]:
     """Run over the evaluator's data loader again, with a progress bar on rank 0.
 
-    Yields ``(batch, images, labels)``: the raw batch, and the engine's ``prepare_batch`` output on its device, the
-    images as a plain tensor ``(B, C, *spatial)`` and the labels ``(B,)`` or ``None``.
+    Yields ``(ids, images, labels)``: the batch's item ids (:func:`~monai_adv.distributed.batch_ids`; positions when
+    the batch has none under ``id_key``), and the engine's ``prepare_batch`` output on its device, the images as a
+    plain tensor ``(B, C, *spatial)`` and the labels ``(B,)`` or ``None``.
+
+    Raises ``ValueError`` (prefixed with ``owner``, the handler's name) once the loader is exhausted if it yielded no
+    batch, or if a distributed run's batches lacked real ids: positions identify items only within one process.
     """
     from tqdm import tqdm
 
+    n_items, from_data = 0, True
     for batch in tqdm(engine.data_loader, desc=desc, leave=False, disable=engine.state.rank != 0):
         images, labels = engine.prepare_batch(batch, engine.state.device, engine.non_blocking)[:2]
-        yield batch, plain_tensor(images), labels
+        images = plain_tensor(images)
+        ids, found = batch_ids(batch, len(images), id_key, offset=n_items)
+        n_items += len(ids)
+        from_data &= found
+        yield ids, images, labels
+    if n_items == 0:
+        raise ValueError(f"{owner}: the evaluator's data loader yielded no batch")
+    if is_distributed() and not from_data:
+        raise ValueError(f"{owner}: a distributed run needs item ids under {id_key!r} in every batch")
 
 
 def _rows(value: Any) -> list[dict]:
@@ -100,16 +115,10 @@ class PerImageCollector:
     def __call__(self, engine: Engine) -> None:
         probs = torch.stack(self._probs) if self._probs else torch.zeros(0, 0)
         labels = torch.tensor(self._labels, dtype=torch.int64)
-        ids = string_list_all_gather(self._ids)
-        probs = evenly_divisible_all_gather(probs, concat=True)
-        labels = evenly_divisible_all_gather(labels, concat=True)
+        ids, values = gather_by_id(self._ids, {"probs": probs, "labels": labels})
         if engine.state.rank != self.save_rank:
             return
-        first: dict[str, int] = {}
-        for index, item_id in enumerate(ids):
-            first.setdefault(item_id, index)
-        order = [first[i] for i in sorted(first)]
-        self.write(engine, sorted(first), probs[order].numpy(), labels[order].numpy())
+        self.write(engine, ids, values["probs"], values["labels"])
 
     def write(self, engine: Engine, ids: list[str], probs: np.ndarray, labels: np.ndarray) -> None:
         raise NotImplementedError

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from monai_adv.attacks.base import key_of
-from monai_adv.distributed import batch_ids, gather_by_id, is_distributed
+from monai_adv.distributed import gather_by_id
 from monai_adv.handlers.collect import evaluator_batches
 from monai_adv.reports import plot_triage_curves
 from monai_adv.sensitivity import SensitivityResult, minimal_flip_eps
@@ -131,10 +131,9 @@ class SensitivityTriage:
         engine.add_event_handler(Events.COMPLETED, self)
 
     def _search(self, engine: Engine) -> tuple[list[str], SensitivityResult, torch.Tensor | None]:
-        ids, results, labels, from_data = [], [], [], True
-        for batch, images, batch_labels in evaluator_batches(engine, "sensitivity"):
-            batch_id, found = batch_ids(batch, len(images), self.id_key, offset=len(ids))
-            from_data &= found
+        ids, results, labels = [], [], []
+        batches = evaluator_batches(engine, "sensitivity", "SensitivityTriage", self.id_key)
+        for batch_id, images, batch_labels in batches:
             ids += batch_id
             results.append(
                 minimal_flip_eps(
@@ -143,12 +142,6 @@ class SensitivityTriage:
                 )
             )
             labels.append(None if batch_labels is None else batch_labels.reshape(-1).cpu())
-        if not results:
-            raise ValueError("SensitivityTriage: the evaluator's data loader yielded no batch")
-        if is_distributed() and not from_data:
-            raise ValueError(
-                f"SensitivityTriage: a distributed run needs item ids under {self.id_key!r} in every batch"
-            )
         has_labels = all(lab is not None for lab in labels)
         return ids, SensitivityResult.cat(results), torch.cat(labels) if has_labels else None
 
