@@ -316,3 +316,13 @@ def test_resume_state_covers_every_random_transform():
         state.set_state(_numpy_tuple(value))
     again = [chain(dict(image))["image"] for _ in range(4)]
     assert all(np.array_equal(a, b) for a, b in zip(first, again))
+
+
+def test_a_damaged_resume_file_stops_with_its_path_named(tmp_path):
+    from monai_adv.checkpoints import CheckpointError
+    from monai_adv.handlers.resume import TrainingResume
+
+    path = tmp_path / "resume.pt"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="resume file .*resume.pt.*delete it to train from the start"):
+        TrainingResume(path).load(engine=None)

@@ -188,6 +188,26 @@ def demo_uid(*parts: Any) -> str:
     return "2.25." + str(int.from_bytes(digest[:15], "big"))
 
 
+def study_tags(name: str, seed: int, index: int, crop: int, modality: str) -> dict[str, Any]:
+    """The DICOM tags every demo crop shares: the fake patient, deterministic study/series/instance UIDs, a fixed
+    study date and the synthetic-data manufacturer. Modality-specific tags are added by the caller."""
+    return {
+        **fake_patient(modality, index),
+        "SOPInstanceUID": demo_uid(name, seed, index, crop),
+        "StudyInstanceUID": demo_uid(name, seed, index, "study"),
+        "SeriesInstanceUID": demo_uid(name, seed, index, "series"),
+        "StudyDate": "20000101",
+        "StudyTime": "120000",
+        "StudyID": "DEMO",
+        "AccessionNumber": "",
+        "ReferringPhysicianName": "",
+        "SeriesNumber": 1,
+        "InstanceNumber": crop + 1,
+        "Modality": modality,
+        "Manufacturer": "monai_adv synthetic demo",
+    }
+
+
 # ---------------------------------------------------------------------------------------------------------- writers
 def write_dicom(path: str | os.PathLike, pixels: np.ndarray, tags: dict[str, Any], sop_class_uid: str) -> Path:
     """Write a 2-D unsigned 16-bit image as an uncompressed explicit-VR little-endian DICOM file with a preamble.

@@ -116,28 +116,15 @@ def _calcify(rng, img, rr, cc, centre, radius, mask):
 
 def make_crop(output_dir: Path, index: int, crop: int, label: int, seed: int) -> dict:
     patient = patient_parameters(seed, index)
-    fake = C.fake_patient("CT", index)
     rng = C.rng_for(seed, CODE, index, crop)
     hu = np.rint(render(rng, label, patient))
     stored = np.clip(hu + 1024, 0, 4095).astype(np.uint16)
-    item = C.item_for(fake["PatientID"], crop, label, ".dcm")
+    item = C.item_for(C.fake_patient("CT", index)["PatientID"], crop, label, ".dcm")
     spacing = patient["spacing"]
     tags = {
-        **fake,
+        **C.study_tags(NAME, seed, index, crop, "CT"),
         "PatientSex": "O",
-        "SOPInstanceUID": C.demo_uid(NAME, seed, index, crop),
-        "StudyInstanceUID": C.demo_uid(NAME, seed, index, "study"),
-        "SeriesInstanceUID": C.demo_uid(NAME, seed, index, "series"),
         "FrameOfReferenceUID": C.demo_uid(NAME, seed, index, "frame"),
-        "StudyDate": "20000101",
-        "StudyTime": "120000",
-        "StudyID": "DEMO",
-        "AccessionNumber": "",
-        "ReferringPhysicianName": "",
-        "SeriesNumber": 1,
-        "InstanceNumber": crop + 1,
-        "Modality": "CT",
-        "Manufacturer": "monai_adv synthetic demo",
         "StudyDescription": "Synthetic lung nodule crop (not patient data)",
         "ImageType": ["DERIVED", "SECONDARY", "AXIAL"],
         "BodyPartExamined": "CHEST",

@@ -115,26 +115,13 @@ def render(rng: np.random.Generator, label: int, patient: dict) -> np.ndarray:
 
 def make_crop(output_dir: Path, index: int, crop: int, label: int, seed: int) -> dict:
     patient = patient_parameters(seed, index)
-    fake = C.fake_patient("MG", index)
     rng = C.rng_for(seed, CODE, index, crop)
     stored = np.clip(np.rint(render(rng, label, patient)), 0, 4095).astype(np.uint16)
-    item = C.item_for(fake["PatientID"], crop, label, ".dcm")
+    item = C.item_for(C.fake_patient("MG", index)["PatientID"], crop, label, ".dcm")
     spacing = patient["spacing"]
     tags = {
-        **fake,
+        **C.study_tags(NAME, seed, index, crop, "MG"),
         "PatientSex": "F",
-        "SOPInstanceUID": C.demo_uid(NAME, seed, index, crop),
-        "StudyInstanceUID": C.demo_uid(NAME, seed, index, "study"),
-        "SeriesInstanceUID": C.demo_uid(NAME, seed, index, "series"),
-        "StudyDate": "20000101",
-        "StudyTime": "120000",
-        "StudyID": "DEMO",
-        "AccessionNumber": "",
-        "ReferringPhysicianName": "",
-        "SeriesNumber": 1,
-        "InstanceNumber": crop + 1,
-        "Modality": "MG",
-        "Manufacturer": "monai_adv synthetic demo",
         "StudyDescription": "Synthetic mammography lesion crop (not patient data)",
         "ImageType": ["DERIVED", "SECONDARY"],
         "PresentationIntentType": "FOR PRESENTATION",

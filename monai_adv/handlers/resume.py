@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from monai_adv.checkpoints import CheckpointError, read_checkpoint
 from monai_adv.utils import atomic_write, atomic_write_json
 
 if TYPE_CHECKING:
@@ -217,10 +218,9 @@ class TrainingResume:
         if not path.is_file():
             return
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # noqa: BLE001 - a damaged file is reported with its path
-            message = f"resume file {path} cannot be read ({error}); delete it to train from the start"
-            raise RuntimeError(message) from error
+            state = read_checkpoint(path)
+        except CheckpointError as error:
+            raise CheckpointError(f"resume file {error}; delete it to train from the start") from error
         if state.get("format") != FORMAT:
             raise RuntimeError(f"resume file {path} has format {state.get('format')}, expected {FORMAT}")
         self.restore(engine, state, path)
