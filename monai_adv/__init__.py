@@ -11,8 +11,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 _SUBMODULES = {
-    "attacks", "checkpoints", "datalist", "demo", "engines", "handlers", "io", "metrics", "networks", "prepare",
-    "reports", "sensitivity", "study", "sweep", "transforms", "triage", "utils",
+    "attacks", "bundle_root", "checkpoints", "datacheck", "datalist", "demo", "engines", "handlers", "inputs", "io",
+    "metrics", "networks", "prepare", "reports", "sensitivity", "study", "sweep", "transforms", "triage", "utils",
 }
 
 

@@ -19,7 +19,10 @@ from torch import nn
 
 from monai_adv.io import DataError
 
-__all__ = ["CheckpointError", "read_checkpoint", "network_state", "load_network_state", "describe_state"]
+__all__ = [
+    "CheckpointError", "read_checkpoint", "network_state", "load_network_state", "describe_state", "ModelIdentity",
+    "IDENTITY_KEY", "checkpoint_identity", "checkpoint_class_names",
+]
 
 # How many names of each kind of difference an error message lists.
 LISTED = 5
@@ -181,3 +184,97 @@ def load_network_state(
         )
     target.load_state_dict(state, strict=True)
     return network
+
+
+# the checkpoint entry holding a ModelIdentity's state
+IDENTITY_KEY = "identity"
+
+
+def _network_name(network: nn.Module | str) -> str:
+    if isinstance(network, str):
+        return network
+    module = _unwrap(network)
+    return f"{type(module).__module__}.{type(module).__qualname__}"
+
+
+class ModelIdentity:
+    """Which bundle and network a checkpoint belongs to, and the classes its outputs mean.
+
+    Saved beside the weights (``save_dict={"model": @network, "identity": @model_identity}``: Ignite's checkpoint
+    calls :meth:`state_dict`, which holds strings only, so the file still loads with ``weights_only=True``) and
+    compared when a checkpoint is loaded (:class:`~monai_adv.handlers.StrictCheckpointLoad` calls :meth:`check`).
+    Two bundles with the same architecture (our five VGG16s) load each other's weights without a shape error; the
+    identity makes that one clear :class:`CheckpointError` instead of a silently wrong model.
+
+    Args:
+        bundle: the bundle's name (its ``bundle_name`` id).
+        network: the network (or its class's dotted path).
+        class_names: the class names, in output order.
+        required: a checkpoint without an identity (saved by another tool) is refused; ``False`` accepts it (its
+            architecture is still checked by shape).
+    """
+
+    def __init__(self, bundle: str, network: nn.Module | str, class_names: Any, required: bool = True) -> None:
+        self.bundle = str(bundle)
+        self.network = _network_name(network)
+        self.class_names = [str(c) for c in class_names]
+        self.required = bool(required)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"bundle": self.bundle, "network": self.network, "class_names": list(self.class_names)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Compare (never change): raises :class:`CheckpointError` when ``state`` names another bundle, network or
+        classes."""
+        self.check({IDENTITY_KEY: state}, "checkpoint")
+
+    def describe(self, state: Mapping[str, Any] | None = None) -> str:
+        state = self.state_dict() if state is None else state
+        classes = ", ".join(str(c) for c in state.get("class_names", []))
+        return f"bundle {state.get('bundle')!r}, network {state.get('network')}, classes [{classes}]"
+
+    def check(self, checkpoint: Any, path: str | os.PathLike) -> None:
+        """Raise :class:`CheckpointError` naming ``path`` unless ``checkpoint`` (what :func:`read_checkpoint`
+        returned) carries this identity."""
+        state = checkpoint.get(IDENTITY_KEY) if isinstance(checkpoint, Mapping) else None
+        if state is None:
+            if self.required:
+                raise CheckpointError(
+                    f"{path}: the checkpoint does not say which bundle, network and classes it belongs to (it was not "
+                    f"saved by a monai_adv bundle); this run is {self.describe()}. If you know it fits, set "
+                    "require_model_identity to false"
+                )
+            return
+        if not isinstance(state, Mapping):
+            raise CheckpointError(f"{path}: its '{IDENTITY_KEY}' entry is not a mapping")
+        differs = [k for k in ("bundle", "network", "class_names") if _comparable(state.get(k)) != _comparable(self.state_dict()[k])]
+        if differs:
+            raise CheckpointError(
+                f"{path}: checkpoint of another model: it was saved by {self.describe(state)}; this run is "
+                f"{self.describe()} ({', '.join(differs)} differ). Point ckpt_path at this bundle's own checkpoint"
+            )
+
+
+def _comparable(value: Any) -> Any:
+    return [str(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def checkpoint_identity(path: str | os.PathLike) -> dict[str, Any]:
+    """The identity a checkpoint was saved with (:class:`ModelIdentity`'s state), read weights-only.
+
+    Raises:
+        CheckpointError: naming ``path``, for a missing or unreadable file, or one saved without an identity.
+    """
+    checkpoint = read_checkpoint(path, map_location="cpu")
+    state = checkpoint.get(IDENTITY_KEY) if isinstance(checkpoint, Mapping) else None
+    if not isinstance(state, Mapping) or not state.get("class_names"):
+        raise CheckpointError(
+            f"{path}: the checkpoint does not record its classes (not saved by a monai_adv bundle); set class_names "
+            "on the command line"
+        )
+    return dict(state)
+
+
+def checkpoint_class_names(path: str | os.PathLike) -> list[str]:
+    """The class names a checkpoint's outputs mean, in output order: what inference labels its predictions with."""
+    return [str(c) for c in checkpoint_identity(path)["class_names"]]

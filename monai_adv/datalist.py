@@ -15,7 +15,6 @@ never share a patient. The validation split is carved from ``training`` at run t
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from collections import Counter, defaultdict
@@ -32,10 +31,7 @@ __all__ = [
     "balance_classes",
     "write_datalist",
     "load_datalist",
-    "validate_items",
     "pseudonymise",
-    "load_inference_items",
-    "scrub_identifiers",
 ]
 
 Item = dict[str, Any]
@@ -117,50 +113,6 @@ def write_datalist(path: str | os.PathLike, datalist: dict[str, Any]) -> Path:
     return atomic_write_json(path, datalist)
 
 
-def validate_items(
-    items: Sequence[Item],
-    num_classes: int,
-    source: str = "data list",
-    check_images: bool = True,
-    spatial_dims: int | None = 2,
-) -> None:
-    """Raise one :class:`DataError` naming the first bad item: empty list, missing key, label outside
-    ``[0, num_classes)``, or (with ``check_images``) an image that is missing, unreadable, of the wrong dimensionality
-    or has NaN/infinite pixels."""
-    if not items:
-        raise DataError(f"{source}: empty data list, nothing to run on")
-    for index, item in enumerate(items):
-        name = str(item.get("id", f"item #{index}"))
-        for key in ("image", "label"):
-            if key not in item:
-                raise DataError(f"{source}: item {name} has no '{key}'")
-        label = item["label"]
-        if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < num_classes:
-            raise DataError(f"{source}: item {name} has label {label!r}, outside the classes 0..{num_classes - 1}")
-        if check_images:
-            read_image(item["image"], item=name, spatial_dims=spatial_dims)
-
-
-def _read_section(path: Path, key: str) -> tuple[dict[str, Any], list[Item]]:
-    """The whole data list and its ``key`` section with image paths made absolute (relative to the file's folder)."""
-    if not path.is_file():
-        raise DataError(f"data list not found: {path}")
-    try:
-        datalist = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: not a valid JSON data list: {e}") from e
-    if not isinstance(datalist, dict) or key not in datalist:
-        sections = sorted(k for k, v in datalist.items() if isinstance(v, list)) if isinstance(datalist, dict) else []
-        raise DataError(f"{path}: no '{key}' section (has: {sections})")
-    items = []
-    for item in datalist[key]:
-        item = dict(item)
-        if "image" in item and not os.path.isabs(item["image"]):
-            item["image"] = str(path.parent / item["image"])
-        items.append(item)
-    return datalist, items
-
-
 def load_datalist(
     path: str | os.PathLike,
     key: str = "training",
@@ -168,86 +120,23 @@ def load_datalist(
     check_images: bool = True,
     spatial_dims: int | None = 2,
 ) -> list[Item]:
-    """Load the ``key`` section of a data list, with image paths made absolute, and validate it.
+    """Load the ``key`` section of a data list, with image paths made absolute, checked by
+    :func:`monai_adv.datacheck.check_datalist` (every problem reported at once).
 
     Args:
         path: the data list JSON.
         key: ``"training"`` or ``"test"`` (or any other section).
-        num_classes: the number of classes; defaults to ``len(classes)`` of the file.
-        check_images: read every image once to fail early on a missing/corrupt file or NaN pixels.
+        num_classes: the number of classes the caller expects; must equal ``len(classes)`` of the file.
+        check_images: also read every image fully once, to fail early on undecodable pixel data or NaN pixels.
         spatial_dims: image dimensionality required (see :func:`monai_adv.io.read_image`).
     """
-    path = Path(path)
-    datalist, items = _read_section(path, key)
-    if num_classes is None:
-        num_classes = len(datalist.get("classes", [])) or None
-        if num_classes is None:
-            raise DataError(f"{path}: data list has no 'classes'; pass num_classes")
-    validate_items(items, num_classes, source=f"{path} [{key}]", check_images=check_images, spatial_dims=spatial_dims)
-    return items
+    from monai_adv.datacheck import check_datalist, datalist_classes
 
-
-# DICOM attributes whose values never reach an output (ids, CSVs, logs)
-PATIENT_IDENTIFIER_KEYWORDS = ("PatientID", "PatientName", "PatientBirthDate", "OtherPatientIDs", "OtherPatientNames")
-
-
-def scrub_identifiers(text: str, dicom_file: str | os.PathLike) -> str:
-    """``text`` with every patient identifier of ``dicom_file``'s header replaced by its :func:`pseudonymise` value.
-
-    Identifiers are the values of :data:`PATIENT_IDENTIFIER_KEYWORDS`, names also by component (``Doe^Jane`` gives
-    ``Doe^Jane``, ``Doe Jane``, ``Doe`` and ``Jane``); components shorter than 3 characters are left alone. Matching
-    ignores case; longer values are replaced first. A file whose header cannot be read leaves ``text`` as it is (the
-    image check reports the file).
-    """
-    import re
-
-    import pydicom
-
-    try:
-        ds = pydicom.dcmread(str(dicom_file), stop_before_pixels=True)
-    except Exception:
-        return text
-    values: set[str] = set()
-    for keyword in PATIENT_IDENTIFIER_KEYWORDS:
-        value = ds.get(keyword)
-        for v in value if isinstance(value, pydicom.multival.MultiValue) else [value]:
-            v = str(v or "").strip()
-            if v:
-                values |= {v, v.replace("^", " ")} | {part for part in re.split(r"[\^ ]+", v) if len(part) >= 3}
-    for value in sorted(values, key=len, reverse=True):
-        text = re.sub(re.escape(value), pseudonymise(value), text, flags=re.IGNORECASE)
-    return text
-
-
-def load_inference_items(
-    path: str | os.PathLike, key: str = "test", check_images: bool = True, spatial_dims: int | None = 2
-) -> list[Item]:
-    """Images to run inference on: a data list's ``key`` section (labels optional), or every image file in a folder.
-
-    Folder images get the file path relative to the folder, without suffix, as ``id``; in a DICOM file's id every
-    patient identifier of its header (:func:`scrub_identifiers`) is replaced by its pseudonym, since folder layouts
-    such as TCIA's name folders by PatientID. Raises :class:`DataError` for a missing path, an empty selection or a
-    bad image.
-    """
-    from monai_adv.io import image_format
-
-    path = Path(path)
-    if path.is_dir():
-        items = []
-        for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
-            try:
-                fmt = image_format(file)
-            except DataError:
-                continue
-            relative = file.relative_to(path).as_posix().split(".", 1)[0]
-            items.append({"id": scrub_identifiers(relative, file) if fmt == "dicom" else relative, "image": str(file)})
-        source = str(path)
-    else:
-        items = _read_section(path, key)[1]
-        source = f"{path} [{key}]"
-    if not items:
-        raise DataError(f"{source}: no images to run inference on")
+    items = check_datalist(path, [key], spatial_dims=spatial_dims, check_images=check_images)[key]
+    classes = datalist_classes(path)
+    if num_classes is not None and num_classes != len(classes):
+        raise DataError(f"{path}: the data list has {len(classes)} classes {classes}, the caller expects {num_classes}")
     if check_images:
-        for index, item in enumerate(items):
-            read_image(item["image"], item=str(item.get("id", f"item #{index}")), spatial_dims=spatial_dims)
+        for item in items:
+            read_image(item["image"], item=str(item["id"]), spatial_dims=spatial_dims)
     return items

@@ -10,7 +10,8 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
-from monai_adv.io import DataError, read_image
+from monai_adv.datacheck import GRAYSCALE_KEY
+from monai_adv.io import DataError, read_image, to_grayscale
 
 __all__ = ["LoadCropd", "CheckLabeld"]
 
@@ -19,8 +20,10 @@ class LoadCropd(MapTransform):
     """Load each ``keys`` path with :func:`monai_adv.io.read_image` into a channel-first float32 ``MetaTensor``.
 
     Values stay in native units (Hounsfield units for CT, raw gray levels otherwise); the bundle's intensity transform
-    maps them to [0, 1]. Errors name the item by ``id_key`` (the data-list id). The metadata holds the file name,
-    format, modality and spacing, never patient identifiers.
+    maps them to [0, 1]. An item with ``"to_grayscale": true`` (set by ``scripts/prepare_folder.py --grayscale``)
+    has an RGB image converted to one luma channel; nothing is converted otherwise. Errors name the item by
+    ``id_key`` (the data-list id). The metadata holds the file name, format, modality and spacing, never patient
+    identifiers.
 
     Args:
         keys: keys of the image paths.
@@ -43,6 +46,8 @@ class LoadCropd(MapTransform):
         for key in self.key_iterator(d):
             item = d.get(self.id_key)
             array, meta = read_image(d[key], item=None if item is None else str(item), spatial_dims=self.spatial_dims)
+            if d.get(GRAYSCALE_KEY) and array.shape[0] == 3:
+                array = to_grayscale(array)
             if self.channels is not None and array.shape[0] != self.channels:
                 name = f"{item} ({d[key]})" if item is not None else str(d[key])
                 raise DataError(

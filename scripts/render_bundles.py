@@ -179,17 +179,23 @@ DEMO = {
 
 IMPORTS = [
     "$import os",
+    "$import sys",
     "$import torch",
     "$import monai_adv",
     "$import monai_adv.bundle_errors",  # a failed run ends with the DataError naming the bad file or item
 ]
 
 
+# train.json and evaluate.json: seed, then check the data list once (every problem at once, before any work)
+INITIALIZE = ["$monai.utils.set_determinism(seed=@seed)", "$@data#items"]
+
+
 def common_ids(name: str, spec: dict[str, Any]) -> dict[str, Any]:
     """Paths, device and the per-bundle block: the top of every config."""
     return {
         "imports": IMPORTS,
-        "bundle_root": ".",
+        "bundle_name": name,
+        "bundle_root": "$monai_adv.bundle_root.working_bundle_root(@bundle_name)",
         "dataset_dir": f"/workspace/data/{name}",
         "datalist_file": "$os.path.join(@dataset_dir, 'datalist.json')",
         "output_dir": "$os.path.join(@bundle_root, 'eval')",
@@ -199,7 +205,7 @@ def common_ids(name: str, spec: dict[str, Any]) -> dict[str, Any]:
         "modality": spec["modality"],
         "native_units": spec["native_units"],
         "native_per_unit": spec["native_per_unit"],
-        "class_names": spec["class_names"],
+        "class_names": "$monai_adv.datacheck.datalist_classes(@datalist_file)",
         "num_classes": "$len(@class_names)",
         "spatial_dims": 2,
         "in_channels": spec["in_channels"],
@@ -219,7 +225,25 @@ def common_ids(name: str, spec: dict[str, Any]) -> dict[str, Any]:
             "pretrained_path": "@pretrained_path",
         },
         "network": "$@network_def.to(@device)",
+        "require_model_identity": True,
+        "model_identity": {
+            "_target_": "monai_adv.checkpoints.ModelIdentity",
+            "_desc_": "saved with every checkpoint and compared on load: another bundle's model stops the run",
+            "bundle": "@bundle_name",
+            "network": "@network_def",
+            "class_names": "@class_names",
+            "required": "@require_model_identity",
+        },
     }
+
+
+def check_data(sections: str, val_fraction: str = "None") -> str:
+    """The expression checking the data list once, before any work (every problem reported at once)."""
+    return (
+        f"$monai_adv.datacheck.check_datalist(@datalist_file, {sections}, class_names=@class_names, "
+        "spatial_dims=@spatial_dims, channels=@in_channels, native_units=@native_units, "
+        f"val_fraction={val_fraction}, seed=@seed, dataset_dir=@dataset_dir)"
+    )
 
 
 def load_transforms(with_label: bool) -> list[dict[str, Any]]:
@@ -255,13 +279,21 @@ POSTPROCESSING = {
 CHECKPOINT_LOADER = {
     "_target_": "monai_adv.handlers.StrictCheckpointLoad",
     "load_path": "@ckpt_path",
-    "load_dict": {"model": "@network"},
+    "load_dict": {"model": "@network", "identity": "@model_identity"},
     "map_location": "@device",
 }
 
 
 def accuracy_metric() -> dict[str, Any]:
-    return {"_target_": "ignite.metrics.Accuracy", "output_transform": "$monai.handlers.from_engine(['pred', 'label'])"}
+    """Accuracy over images: per-class scores against class indices (two one-hot tensors would be scored per
+    element)."""
+    return {"_target_": "ignite.metrics.Accuracy", "output_transform": "$monai_adv.metrics.scores_and_class_indices"}
+
+
+# the mean training loss of each epoch, printed and logged beside the training accuracy
+LOSS_METRIC = {"_target_": "ignite.metrics.Average", "output_transform": "$monai.handlers.from_engine(['loss'], first=True)"}
+# a progress bar on a terminal only: in a log file every refresh appends to one ever longer line
+PROGRESS_BAR = {"_target_": "ignite.handlers.ProgressBar", "_disabled_": "$not sys.stderr.isatty()", "persist": False}
 
 
 def train_config(name: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -299,7 +331,9 @@ def train_config(name: str, spec: dict[str, Any]) -> dict[str, Any]:
                 "lr_lambda": "$lambda iteration: 1.0 / (1.0 + @lr_decay * iteration)",
             },
             "data": {
-                "training_items": "$monai_adv.datalist.load_datalist(@datalist_file, 'training', @num_classes, spatial_dims=@spatial_dims)",
+                "sections": ["training"],
+                "items": check_data("@data#sections", val_fraction="@val_fraction"),
+                "training_items": "$@data#items['training']",
                 "train_val_split": "$monai_adv.datalist.carve_validation(@data#training_items, fraction=@val_fraction, seed=@seed)",
             },
             "train": {
@@ -341,9 +375,10 @@ def train_config(name: str, spec: dict[str, Any]) -> dict[str, Any]:
                         "tag_name": "train_loss",
                         "output_transform": "$monai.handlers.from_engine(['loss'], first=True)",
                     },
-                    {"_target_": "ignite.handlers.ProgressBar", "persist": False},
+                    PROGRESS_BAR,
                 ],
                 "key_metric": {"train_accuracy": accuracy_metric()},
+                "additional_metrics": {"train_loss": LOSS_METRIC},
                 "trainer": {
                     "_target_": "SupervisedTrainer",
                     "max_epochs": "@max_epochs",
@@ -355,6 +390,7 @@ def train_config(name: str, spec: dict[str, Any]) -> dict[str, Any]:
                     "inferer": "@train#inferer",
                     "postprocessing": "@train#postprocessing",
                     "key_train_metric": "@train#key_metric",
+                    "additional_metrics": "@train#additional_metrics",
                     "train_handlers": "@train#handlers",
                     "amp": False,
                 },
@@ -399,7 +435,7 @@ def train_config(name: str, spec: dict[str, Any]) -> dict[str, Any]:
                     "_target_": "CheckpointSaver",
                     "_desc_": "keeps the weights of the best validation accuracy at ckpt_path",
                     "save_dir": "$os.path.dirname(@ckpt_path)",
-                    "save_dict": {"model": "@network"},
+                    "save_dict": {"model": "@network", "identity": "@model_identity"},
                     "save_key_metric": True,
                     "key_metric_filename": "$os.path.basename(@ckpt_path)",
                 },
@@ -416,7 +452,7 @@ def train_config(name: str, spec: dict[str, Any]) -> dict[str, Any]:
                     "amp": False,
                 },
             },
-            "initialize": ["$monai.utils.set_determinism(seed=@seed)"],
+            "initialize": INITIALIZE,
             "run": ["$@validate#early_stop.set_trainer(@train#trainer)", "$@train#trainer.run()"],
             "finalize": [],
         }
@@ -427,7 +463,8 @@ def train_config(name: str, spec: dict[str, Any]) -> dict[str, Any]:
 def evaluate_config() -> dict[str, Any]:
     """Overlay on train.json: the test split, the trained checkpoint, metrics to ``output_dir/metrics.json``."""
     return {
-        "data#test_items": "$monai_adv.datalist.load_datalist(@datalist_file, 'test', @num_classes, spatial_dims=@spatial_dims)",
+        "data#sections": ["test"],
+        "data#test_items": "$@data#items['test']",
         "validate#dataset#data": "@data#test_items",
         "validate#key_metric": {"test_accuracy": accuracy_metric()},
         "validate#handlers": [
@@ -446,7 +483,7 @@ def evaluate_config() -> dict[str, Any]:
                 "filename": "test_predictions.csv",
             },
         ],
-        "initialize": ["$monai.utils.set_determinism(seed=@seed)"],
+        "initialize": INITIALIZE,
         "run": ["$@validate#evaluator.run()"],
         "finalize": [],
     }
@@ -495,7 +532,7 @@ def standalone_evaluator(
             "postprocessing": postprocessing,
             "handlers": [CHECKPOINT_LOADER, {"_target_": "StatsHandler", "iteration_log": False}, *handlers],
             "evaluator": evaluator,
-            "initialize": ["$monai.utils.set_determinism(seed=@seed)"],
+            "initialize": ["$monai.utils.set_determinism(seed=@seed)", "$@data"],
             "run": ["$@evaluator.run()"],
             "finalize": [],
         }
@@ -508,7 +545,11 @@ def inference_config(name: str, spec: dict[str, Any]) -> dict[str, Any]:
     return standalone_evaluator(
         name,
         spec,
-        data="$monai_adv.datalist.load_inference_items(@input_path, @input_key, spatial_dims=@spatial_dims)",
+        data=(
+            "$monai_adv.inputs.load_inference_items(@input_path, @input_key, spatial_dims=@spatial_dims, "
+            "channels=@in_channels, native_units=@native_units, skip_unreadable=@skip_unreadable, "
+            "skipped_file=os.path.join(@output_dir, 'skipped.csv'), log=print)"
+        ),
         with_label=False,
         postprocessing={"_target_": "Compose", "transforms": POSTPROCESSING["transforms"][:2]},
         handlers=[
@@ -528,6 +569,8 @@ def inference_config(name: str, spec: dict[str, Any]) -> dict[str, Any]:
         extra={
             "input_path": "@datalist_file",
             "input_key": "test",
+            "skip_unreadable": False,
+            "class_names": "$monai_adv.checkpoints.checkpoint_class_names(@ckpt_path)",
             "batch_size": 8,
             "triage_file": None,
             "triage_eps_max": spec["triage_eps_max"],
@@ -540,7 +583,7 @@ def attack_config(name: str, spec: dict[str, Any]) -> dict[str, Any]:
     return standalone_evaluator(
         name,
         spec,
-        data="$monai_adv.datalist.load_datalist(@datalist_file, 'test', @num_classes, spatial_dims=@spatial_dims)",
+        data=check_data("['test']") + "['test']",
         with_label=True,
         postprocessing=POSTPROCESSING,
         handlers=["@attack_sweep"],
@@ -595,7 +638,7 @@ def triage_config(name: str, spec: dict[str, Any]) -> dict[str, Any]:
     return standalone_evaluator(
         name,
         spec,
-        data="$monai_adv.datalist.load_datalist(@datalist_file, 'test', @num_classes, spatial_dims=@spatial_dims)",
+        data=check_data("['test']") + "['test']",
         with_label=True,
         postprocessing=POSTPROCESSING,
         handlers=["@triage"],
@@ -633,6 +676,7 @@ def adversarial_train_config(spec: dict[str, Any]) -> dict[str, Any]:
             "inferer": "@train#inferer",
             "postprocessing": "@train#postprocessing",
             "key_train_metric": "@train#key_metric",
+            "additional_metrics": "@train#additional_metrics",
             "train_handlers": "@train#handlers",
             "amp": False,
             "eps": "@adv_eps",
@@ -721,19 +765,23 @@ def compare_config(name: str, spec: dict[str, Any]) -> dict[str, Any]:
 RANK_ZERO_TARGETS = {"StatsHandler", "TensorBoardStatsHandler", "ignite.handlers.ProgressBar"}
 NOT_RANK_ZERO = "$dist.get_rank() != 0"
 DISTRIBUTED_DEVICE = "$torch.device(f\"cuda:{os.environ['LOCAL_RANK']}\" if torch.cuda.is_available() else 'cpu')"
-DISTRIBUTED_INITIALIZE = [
-    "$import torch.distributed as dist",
-    "$dist.is_initialized() or dist.init_process_group(backend='nccl' if torch.cuda.is_available() else 'gloo')",
-    "$torch.cuda.set_device(@device) if torch.cuda.is_available() else None",
-    "$monai.utils.set_determinism(seed=@seed)",
-]
+def distributed_initialize(data_id: str) -> list[str]:
+    """``initialize`` under torchrun: the process group, the device, the seed, then the data check of ``data_id``."""
+    return [
+        "$import torch.distributed as dist",
+        "$dist.is_initialized() or dist.init_process_group(backend='nccl' if torch.cuda.is_available() else 'gloo')",
+        "$torch.cuda.set_device(@device) if torch.cuda.is_available() else None",
+        "$monai.utils.set_determinism(seed=@seed)",
+        f"$@{data_id}",
+    ]
+
 DISTRIBUTED_FINALIZE = ["$dist.is_initialized() and dist.destroy_process_group()"]
 
 
 def rank_zero_only(handlers: list[Any], list_id: str) -> dict[str, str]:
     """``<list_id>#<i>#_disabled_`` on ranks other than 0 for the logging handlers of a rendered handler list."""
     return {
-        f"{list_id}#{i}#_disabled_": NOT_RANK_ZERO
+        f"{list_id}#{i}#_disabled_": NOT_RANK_ZERO if "_disabled_" not in h else f"$({h['_disabled_'][1:]}) or {NOT_RANK_ZERO[1:]}"
         for i, h in enumerate(handlers)
         if isinstance(h, dict) and h.get("_target_") in RANK_ZERO_TARGETS
     }
@@ -765,7 +813,7 @@ def multi_gpu_config(train: dict[str, Any]) -> dict[str, Any]:
         **rank_zero_only(train["validate"]["handlers"], "validate#handlers"),
         "validate#checkpoint_saver#_disabled_": NOT_RANK_ZERO,
         "validate#evaluator#val_handlers": "$[h for h in @validate#handlers if h is not None]",
-        "initialize": DISTRIBUTED_INITIALIZE,
+        "initialize": distributed_initialize("data#items"),
         "finalize": DISTRIBUTED_FINALIZE,
     }
 
@@ -785,7 +833,7 @@ def multi_gpu_evaluator_config(evaluator: dict[str, Any]) -> dict[str, Any]:
         },
         "dataloader#sampler": "@sampler",
         **rank_zero_only(evaluator["handlers"], "handlers"),
-        "initialize": DISTRIBUTED_INITIALIZE,
+        "initialize": distributed_initialize("data"),
         "finalize": DISTRIBUTED_FINALIZE,
     }
     if isinstance(evaluator.get("attack_sweep", {}).get("summary_writer"), dict):
@@ -797,8 +845,7 @@ def demo_config(spec: dict[str, Any]) -> dict[str, Any]:
     """Overlay for every config of the bundle: generated demo data, the CPU profile, outputs kept in output_dir."""
     return {
         "demo_cache_dir": None,
-        "datalist_file": f"$monai_adv.demo.ensure_demo_data('{spec['demo_dataset']}', @demo_cache_dir)",
-        "dataset_dir": "$os.path.dirname(@datalist_file)",
+        "dataset_dir": f"$os.path.dirname(monai_adv.demo.ensure_demo_data('{spec['demo_dataset']}', @demo_cache_dir))",
         "ckpt_path": "$os.path.join(@output_dir, 'models', 'model.pt')",
         "robust_ckpt_path": "$os.path.join(@output_dir, 'models', 'model_adversarial.pt')",
         **DEMO,

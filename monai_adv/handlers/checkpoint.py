@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from monai_adv.checkpoints import CheckpointError, load_network_state, read_checkpoint
+from monai_adv.checkpoints import CheckpointError, ModelIdentity, load_network_state, read_checkpoint
 
 if TYPE_CHECKING:
     from ignite.engine import Engine
@@ -28,9 +28,11 @@ class StrictCheckpointLoad:
 
     Args:
         load_path: the checkpoint file.
-        load_dict: ``{key: object}``; modules are loaded with the checks above, other objects (an optimizer...) with
-            their ``load_state_dict(checkpoint[key])``. With one module, a bare state dict (what Ignite's
-            ``CheckpointSaver`` writes for a one-object ``save_dict``) is accepted too.
+        load_dict: ``{key: object}``; modules are loaded with the checks above, a
+            :class:`~monai_adv.checkpoints.ModelIdentity` is compared with the one saved (another bundle, network or
+            class list stops the run), other objects (an optimizer...) get their ``load_state_dict(checkpoint[key])``.
+            With one module (and at most an identity), a bare state dict (what Ignite's ``CheckpointSaver`` writes
+            for a one-object ``save_dict``) is accepted too.
         map_location: passed to ``torch.load``, e.g. the bundle's ``@device``. Default ``"cpu"``.
         name: logger name; ``None`` uses the engine's logger.
     """
@@ -59,8 +61,13 @@ class StrictCheckpointLoad:
     def __call__(self, engine: Engine | None = None) -> None:
         """Read the file and load every object of ``load_dict``; ``engine`` is unused (Ignite passes it)."""
         checkpoint = read_checkpoint(self.load_path, map_location=self.map_location)
-        single = len(self.load_dict) == 1
+        single = sum(not isinstance(obj, ModelIdentity) for obj in self.load_dict.values()) == 1
+        for obj in self.load_dict.values():  # the identity first: a wrong model is named as such, not by its shapes
+            if isinstance(obj, ModelIdentity):
+                obj.check(checkpoint, self.load_path)
         for key, obj in self.load_dict.items():
+            if isinstance(obj, ModelIdentity):
+                continue
             if isinstance(obj, nn.Module):
                 if not single and not (isinstance(checkpoint, Mapping) and key in checkpoint):
                     raise CheckpointError(f"{self.load_path}: no '{key}' entry in the checkpoint")

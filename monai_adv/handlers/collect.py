@@ -4,6 +4,7 @@ a loop over an evaluator's data for handlers that attack it after the evaluation
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,7 @@ __all__ = ["PerImageCollector", "evaluator_batches"]
 def evaluator_batches(
     engine: Engine, desc: str, owner: str, id_key: str = "id"
 ) -> Iterator[tuple[list[str], torch.Tensor, torch.Tensor | None]]:
-    """Run over the evaluator's data loader again, with a progress bar on rank 0.
+    """Run over the evaluator's data loader again, with a progress bar on rank 0 when stderr is a terminal.
 
     Yields ``(ids, images, labels)``: the batch's item ids (:func:`~monai_adv.distributed.batch_ids`; positions when
     the batch has none under ``id_key``), and the engine's ``prepare_batch`` output on its device, the images as a
@@ -34,7 +35,9 @@ def evaluator_batches(
     from tqdm import tqdm
 
     n_items, from_data = 0, True
-    for batch in tqdm(engine.data_loader, desc=desc, leave=False, disable=engine.state.rank != 0):
+    # a progress bar only on a terminal: in a log file every refresh would append to one ever longer line
+    quiet = engine.state.rank != 0 or not sys.stderr.isatty()
+    for batch in tqdm(engine.data_loader, desc=desc, leave=False, disable=quiet):
         images, labels = engine.prepare_batch(batch, engine.state.device, engine.non_blocking)[:2]
         images = plain_tensor(images)
         ids, found = batch_ids(batch, len(images), id_key, offset=n_items)

@@ -318,6 +318,14 @@ def run_study(
     if threads == -1:
         threads = 1 if profile == "demo" else None
     output = Path(output).resolve()
+    setups: list[BundleSetup] = []
+    for name in bundles:  # every bundle's data is checked before anything is written or run
+        try:
+            setup = prepare_bundle(name, bundles_dir, profile, dataset_dir, overrides)
+            setup.check_data()
+        except (OSError, ValueError) as error:
+            raise StudyError(f"{name}: {error}") from error
+        setups.append(setup)
     with _study_lock(output):
         study_ledger = Ledger(output)
         run = int(study_ledger.data.get("runs", 0)) + 1
@@ -330,14 +338,9 @@ def run_study(
             versions=library_versions(), log=log, command=command, threads=threads,
         )
         outcomes: list[StageOutcome] = []
-        setups: list[BundleSetup] = []
         ledgers: dict[str, Ledger] = {}
-        for name in bundles:
-            try:
-                setup = prepare_bundle(name, bundles_dir, profile, dataset_dir, overrides)
-            except (OSError, ValueError) as error:
-                raise StudyError(f"{name}: {error}") from error
-            setups.append(setup)
+        for setup in setups:
+            name = setup.name
             folder = output / name
             folder.mkdir(parents=True, exist_ok=True)
             ledgers[name] = ledger = Ledger(folder)

@@ -108,7 +108,24 @@ class BundleSetup:
         return files
 
     def data_overrides(self) -> dict[str, Any]:
-        return {"dataset_dir": str(self.datalist_file.parent), "datalist_file": str(self.datalist_file)}
+        """The ids every stage gets: the data list, its folder, and the bundle's own folder as ``bundle_root``."""
+        return {
+            "bundle_root": str(self.config_dir.parent),
+            "dataset_dir": str(self.datalist_file.parent),
+            "datalist_file": str(self.datalist_file),
+        }
+
+    def check_data(self) -> None:
+        """Check the data list for every stage at once (training with its validation split, and test), before any
+        stage runs: one :class:`~monai_adv.io.DataError` lists every problem."""
+        from monai_adv.datacheck import check_datalist
+
+        s = self.settings
+        check_datalist(
+            self.datalist_file, ["training", "test"], class_names=s.get("class_names"),
+            spatial_dims=s.get("spatial_dims"), channels=s.get("in_channels"), native_units=s.get("native_units"),
+            val_fraction=s.get("val_fraction"), seed=s.get("seed") or 0, dataset_dir=self.datalist_file.parent,
+        )
 
 
 def _parser(files: Sequence[Path], overrides: Mapping[str, Any]):
@@ -123,7 +140,7 @@ def _parser(files: Sequence[Path], overrides: Mapping[str, Any]):
 def _value(parser: Any, key: str) -> Any:
     try:
         value = parser.get_parsed_content(key)
-    except (KeyError, ValueError, AttributeError, TypeError):
+    except (KeyError, ValueError, AttributeError, TypeError, RuntimeError):  # RuntimeError: MONAI's expression wrapper
         return None
     return value if isinstance(value, (str, int, float, bool, list, tuple, type(None))) else str(value)
 
@@ -190,7 +207,8 @@ def prepare_bundle(
         return {key: _value(parser, key) for key in keys}
 
     train = values("train", ["modality", "native_units", "native_per_unit", "class_names", "image_size",
-                             "network_width", "batch_size", "max_epochs", "patience", "learning_rate", "seed"])
+                             "network_width", "batch_size", "max_epochs", "patience", "learning_rate", "seed",
+                             "spatial_dims", "in_channels", "val_fraction"])
     adversarial = values("adversarial_train", ["adv_eps", "adv_attack", "adv_ratio", "adv_steps", "max_epochs"])
     setup.settings = {
         "profile": profile,

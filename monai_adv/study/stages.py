@@ -85,4 +85,6 @@ STUDY_STAGES: tuple[str, ...] = ("compare_datasets", "report")
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in BUNDLE_STAGES) + STUDY_STAGES
 
 # ids the study sets itself; ``--set`` may not override them
-MANAGED_IDS = frozenset({"output_dir", "ckpt_path", "robust_ckpt_path", "datalist_file", "dataset_dir", "resume_path"})
+MANAGED_IDS = frozenset(
+    {"output_dir", "ckpt_path", "robust_ckpt_path", "datalist_file", "dataset_dir", "resume_path", "bundle_root"}
+)

@@ -1,0 +1,239 @@
+"""Images a user points at: a single file, a folder tree, or a data list section, with stable unique ids that carry
+no patient identifier, checked from their headers before any work, and (optionally) skipping what cannot be used.
+
+Used by inference (``inference.json``'s ``input_path``) and by ``scripts/prepare_folder.py``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from monai_adv.datacheck import GRAYSCALE_KEY, MAX_LISTED
+from monai_adv.datalist import pseudonymise
+from monai_adv.io import DataError, ImageHeader, image_format, image_stem, read_header
+from monai_adv.utils import atomic_write_text
+
+__all__ = [
+    "PATIENT_IDENTIFIER_KEYWORDS", "FoundFile", "Skipped", "scrub_identifiers", "find_images", "load_inference_items",
+]
+
+Item = dict[str, Any]
+
+# DICOM attributes whose values never reach an output (ids, CSVs, logs)
+PATIENT_IDENTIFIER_KEYWORDS = ("PatientID", "PatientName", "PatientBirthDate", "OtherPatientIDs", "OtherPatientNames")
+
+
+def _identifier_values(ds: Any) -> set[str]:
+    import pydicom
+
+    values: set[str] = set()
+    for keyword in PATIENT_IDENTIFIER_KEYWORDS:
+        value = ds.get(keyword)
+        for v in value if isinstance(value, pydicom.multival.MultiValue) else [value]:
+            v = str(v or "").strip()
+            if not v:
+                continue
+            values |= {v, v.replace("^", " ")}
+            values |= {part for part in re.split(r"[\^ ]+", v) if len(part) >= 3}
+            # identifiers built around a number (Calc-Test_P_00173_LEFT_CC): the number alone identifies too
+            values |= {part for part in re.split(r"[^0-9A-Za-z]+", v) if len(part) >= 3 and any(c.isdigit() for c in part)}
+    return values
+
+
+def scrub_identifiers(text: str, dicom_file: str | os.PathLike) -> str:
+    """``text`` with every patient identifier of ``dicom_file``'s header replaced by its
+    :func:`~monai_adv.datalist.pseudonymise` value.
+
+    Identifiers are the values of :data:`PATIENT_IDENTIFIER_KEYWORDS`, also by part: names by component (``Doe^Jane``
+    gives ``Doe^Jane``, ``Doe Jane``, ``Doe`` and ``Jane``; parts shorter than 3 characters are left alone), and any
+    alphanumeric part of 3 or more characters holding a digit (PatientID ``Calc-Test_P_00173_LEFT_CC`` gives
+    ``00173``, so a folder ``P_00173`` becomes ``P_<pseudonym>``). Matching ignores case and prefers the longest
+    value; replaced text is never matched again. A file whose header cannot be read leaves ``text`` as it is (the
+    image check reports the file).
+    """
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(str(dicom_file), stop_before_pixels=True, force=True)
+    except Exception:
+        return text
+    values = _identifier_values(ds)
+    if not values:
+        return text
+    canonical = {v.lower(): v for v in sorted(values)}
+    pattern = "|".join(re.escape(v) for v in sorted(values, key=len, reverse=True))
+    return re.sub(pattern, lambda m: pseudonymise(canonical[m.group(0).lower()]), text, flags=re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class FoundFile:
+    """A file found in a folder: its path, the id it gets, and whether its name makes it an image candidate."""
+
+    path: Path
+    id: str
+    candidate: bool
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A file left out, and why (the reason never holds the file's path)."""
+
+    id: str
+    reason: str
+
+
+def find_images(root: str | os.PathLike) -> list[FoundFile]:
+    """Every visible file below ``root``, sorted, with its id: the path relative to ``root`` without its image suffix
+    (``.dcm``, ``.nii.gz``, ``.png``...), patient identifiers of a DICOM file's header replaced by pseudonyms
+    (:func:`scrub_identifiers`; TCIA folders are named by PatientID). ``candidate`` is false for files whose name is
+    not that of an image (``.xml``, ``.txt``...); names without a suffix, or with a numeric one (DICOM UIDs), are
+    candidates.
+
+    Raises:
+        DataError: when two files would get the same id (``scan.png`` beside ``scan.jpg``), naming both.
+    """
+    root = Path(root)
+    found: list[FoundFile] = []
+    owners: dict[str, Path] = {}
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    for file in files:
+        relative = file.relative_to(root).as_posix()
+        try:
+            fmt = image_format(file)
+        except DataError:
+            found.append(FoundFile(file, relative, candidate=False))
+            continue
+        stem = image_stem(relative)
+        item_id = scrub_identifiers(stem, file) if fmt == "dicom" else stem
+        if item_id.lower() in owners:
+            raise DataError(
+                f"{root}: {owners[item_id.lower()].relative_to(root)} and {relative} would both get the id "
+                f"{item_id!r}: rename one of them (ids key every output row and per-image seed)"
+            )
+        owners[item_id.lower()] = file
+        found.append(FoundFile(file, item_id, candidate=True))
+    return found
+
+
+def _reason(error: DataError, item_id: str, path: str | os.PathLike) -> str:
+    """The error's message without the item and path it starts with."""
+    text = str(error)
+    for prefix in (f"{item_id} ({path}): ", f"{path}: "):
+        if text.startswith(prefix):
+            return text[len(prefix):]
+    return text
+
+
+def _check(
+    item: Item, spatial_dims: int | None, channels: int | None, hounsfield_only: bool
+) -> ImageHeader:
+    header = read_header(item["image"], item=item["id"], spatial_dims=spatial_dims)
+    name = f"{item['id']} ({item['image']})"
+    got = header.shape[0]
+    if channels is not None and got != channels and not (channels == 1 and got == 3 and item.get(GRAYSCALE_KEY)):
+        raise DataError(f"{name}: expected {channels} channel(s), got {got}")
+    if hounsfield_only and not header.hounsfield:
+        raise DataError(f"{name}: not a CT image in Hounsfield units, but this model windows HU (native_units HU)")
+    return header
+
+
+def _write_skipped(path: str | os.PathLike, skipped: Iterable[Skipped]) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["id", "reason"])
+    for entry in skipped:
+        writer.writerow([entry.id, entry.reason])
+    atomic_write_text(path, buffer.getvalue())
+
+
+def load_inference_items(
+    path: str | os.PathLike,
+    key: str = "test",
+    spatial_dims: int | None = 2,
+    channels: int | None = None,
+    native_units: str | None = None,
+    skip_unreadable: bool = False,
+    skipped_file: str | os.PathLike | None = None,
+    log: Any = None,
+) -> list[Item]:
+    """Images to run inference on, checked from their headers: a single image file, every image file in a folder
+    tree (:func:`find_images`), or a data list's ``key`` section (labels optional).
+
+    A file that cannot be used (unreadable, not an image such as a DICOM SEG, RTSTRUCT or DICOMDIR, the wrong
+    dimensionality or channel count, or not in HU for a model windowing HU) stops the run with one
+    :class:`~monai_adv.io.DataError` listing every such file, unless ``skip_unreadable``: then those files are left
+    out, listed with their reason in ``skipped_file`` (a CSV ``id,reason``; written, empty of rows, in every
+    skipping run), and every other file is returned. Files in a folder whose names are not image names (``.xml``,
+    ``.txt``...) are never images: they are left out, counted in ``log``, and listed in ``skipped_file``.
+
+    Args:
+        path: an image file, a folder, or a data list JSON.
+        key: the data list section.
+        spatial_dims: the image dimensionality the network takes.
+        channels: the channel count the network takes; ``None`` accepts any.
+        native_units: the model's intensity units; ``"HU"`` accepts only CT images with rescale tags.
+        skip_unreadable: leave out files that cannot be used instead of stopping.
+        skipped_file: where the skipped files are listed (with ``skip_unreadable``).
+        log: a callable taking a line (e.g. a logger's ``info``); ``None`` logs nothing.
+
+    Returns:
+        Items ``{"id", "image"[, "label", ...]}`` with absolute image paths, ids unique.
+
+    Raises:
+        DataError: a missing path, an empty selection, files that cannot be used (without ``skip_unreadable``),
+            duplicate ids, or nothing left after skipping.
+    """
+    path = Path(path)
+    ignored: list[Skipped] = []
+    if path.is_dir():
+        found = find_images(path)
+        items = [{"id": f.id, "image": str(f.path)} for f in found if f.candidate]
+        ignored = [Skipped(f.id, f"not an image file name ({f.path.suffix or 'no suffix'})") for f in found if not f.candidate]
+        source = str(path)
+    elif path.is_file() and path.name.lower().endswith(".json"):
+        from monai_adv.datacheck import check_datalist
+
+        items = check_datalist(path, [key], check_images=False, require_labels=False)[key]
+        source = f"{path} [{key}]"
+    elif path.is_file():
+        image_format(path)  # raises for a file that is neither an image nor a data list
+        items = [{"id": image_stem(path.name), "image": str(path)}]
+        source = str(path)
+    else:
+        raise DataError(f"input_path {path}: no such file or folder")
+    if ignored and log is not None:
+        suffixes = sorted({Path(s.id).suffix or "no suffix" for s in ignored})
+        log(f"{source}: left out {len(ignored)} file(s) whose names are not image names ({', '.join(suffixes)})")
+    if not items:
+        raise DataError(f"{source}: no images to run inference on")
+    hounsfield_only = str(native_units or "").upper() == "HU"
+    problems: list[tuple[Item, DataError]] = []
+    for item in items:
+        try:
+            _check(item, spatial_dims, channels, hounsfield_only)
+        except DataError as error:
+            problems.append((item, error))
+    if problems and not skip_unreadable:
+        listed = [str(e) for _, e in problems[:MAX_LISTED]]
+        more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
+        raise DataError(
+            f"{source}: {len(problems)} of {len(items)} file(s) cannot be used (set skip_unreadable to true to "
+            "leave them out and list them in skipped.csv):\n  - " + "\n  - ".join(listed) + more
+        )
+    bad = {id(item) for item, _ in problems}
+    kept = [item for item in items if id(item) not in bad]
+    skipped = [Skipped(str(item["id"]), _reason(e, str(item["id"]), item["image"])) for item, e in problems] + ignored
+    if skip_unreadable and skipped_file is not None:
+        _write_skipped(skipped_file, skipped)
+    if problems and log is not None:
+        log(f"{source}: skipped {len(problems)} file(s) that cannot be used; reasons in {skipped_file}")
+    if not kept:
+        raise DataError(f"{source}: none of the {len(items)} file(s) can be used (reasons in {skipped_file})")
+    return kept
