@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -275,6 +275,21 @@ def checkpoint_identity(path: str | os.PathLike) -> dict[str, Any]:
     return dict(state)
 
 
-def checkpoint_class_names(path: str | os.PathLike) -> list[str]:
-    """The class names a checkpoint's outputs mean, in output order: what inference labels its predictions with."""
-    return [str(c) for c in checkpoint_identity(path)["class_names"]]
+def checkpoint_class_names(path: str | os.PathLike, default: Sequence[str] | None = None) -> list[str]:
+    """The class names a checkpoint's outputs mean, in output order: what inference labels its predictions with.
+
+    ``default`` (e.g. the bundle's own classes) is returned when the file does not exist yet (so a network can be
+    built before training, as MONAI's ``verify_net_in_out`` does) or records no classes (loading it then fails unless
+    the identity check is switched off). Without ``default`` both raise :class:`CheckpointError`.
+    """
+    if default is not None and not os.path.isfile(path):
+        return [str(c) for c in default]
+    try:
+        return [str(c) for c in checkpoint_identity(path)["class_names"]]
+    except CheckpointError:
+        if default is None or not os.path.isfile(path):
+            raise
+        checkpoint = read_checkpoint(path)  # unreadable files raise here, not return the default
+        if isinstance(checkpoint, Mapping) and IDENTITY_KEY in checkpoint:
+            raise
+        return [str(c) for c in default]

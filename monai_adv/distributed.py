@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence, Sized
 from typing import Any
 
@@ -135,8 +136,9 @@ def gather_by_id(
 
     Returns:
         ``(ids, values)``: the unique ids in sorted order, and per column a numpy array ``(len(ids), ...)`` in that
-        order, the first occurrence of each id (duplicates come from padded shards and hold the same item). Not
-        distributed: the same deduplication and order, without communication.
+        order, the first occurrence of each id (under ``torchrun``, duplicates come from padded shards and hold the
+        same item). Not distributed: the same order, without communication; a duplicate id there can only be two
+        images sharing an id, which would silently merge them, so it raises ``ValueError`` naming the ids.
     """
     local = {k: torch.as_tensor(v).detach().cpu() for k, v in columns.items()}
     for name, value in local.items():
@@ -153,6 +155,13 @@ def gather_by_id(
             wide = value.to(torch.float64 if value.is_floating_point() else torch.int64)
             gathered[name] = evenly_divisible_all_gather(wide, concat=True).to(dtype)
         local = gathered
+    else:
+        repeated = sorted(item_id for item_id, count in Counter(all_ids).items() if count > 1)
+        if repeated:
+            raise ValueError(
+                f"{len(repeated)} item id(s) used by more than one image, e.g. {repeated[:5]}: give every image its "
+                "own id (results are keyed by id, so these images would be merged)"
+            )
     first: dict[str, int] = {}
     for index, item_id in enumerate(all_ids):
         first.setdefault(item_id, index)

@@ -570,7 +570,8 @@ def inference_config(name: str, spec: dict[str, Any]) -> dict[str, Any]:
             "input_path": "@datalist_file",
             "input_key": "test",
             "skip_unreadable": False,
-            "class_names": "$monai_adv.checkpoints.checkpoint_class_names(@ckpt_path)",
+            "default_class_names": spec["class_names"],
+            "class_names": "$monai_adv.checkpoints.checkpoint_class_names(@ckpt_path, default=@default_class_names)",
             "batch_size": 8,
             "triage_file": None,
             "triage_eps_max": spec["triage_eps_max"],
@@ -955,7 +956,7 @@ attack sweeps, adversarial training and sensitivity triage.
   it writes `datalist.json` (a MONAI data list of crops with label and pseudonymised patient id) and the crops. The
   split is 2:1 train:test **by patient**, classes balanced, seeded. A validation split (20 %) is carved from the
   training side, by patient, for early stopping and checkpoint choice; the test split is never used for either.
-- Classes: {classes}.
+- Classes of the prepared {s['data_set']} data: {classes}. Every run takes its class names from the data list's `classes`.
 - Demo data: `configs/demo.json` generates a small data set in the real file formats on first use (cached under
   `$MONAI_ADV_DEMO_DIR` or `~/.cache/monai_adv/demo`; override with `--demo_cache_dir`).
 
@@ -976,22 +977,32 @@ at most {s['max_epochs']} epochs, early stopping with patience {s['patience']} o
 validation checkpoint is kept at `ckpt_path`.
 
 ## Commands
-Run from the repository root (`monai_adv` installed):
+Run from inside this bundle (`cd bundles/{name}`), `monai_adv` installed. Outputs go to `eval/` and checkpoints to
+`models/` under `bundle_root`; run from anywhere else, pass `--bundle_root <this folder>` (the configs stop with an
+error naming `bundle_root` rather than share `./eval` and `./models` with another bundle).
 
-    python -m monai.bundle run --config_file "['bundles/{name}/configs/train.json']" --dataset_dir <dataset_dir>
-    python -m monai.bundle run --config_file "['bundles/{name}/configs/train.json','bundles/{name}/configs/evaluate.json']" --dataset_dir <dataset_dir>
-    python -m monai.bundle run --config_file bundles/{name}/configs/inference.json --input_path <folder or datalist.json>
-    torchrun --standalone --nnodes=1 --nproc_per_node=<N> -m monai.bundle run --config_file "['bundles/{name}/configs/train.json','bundles/{name}/configs/multi_gpu_train.json']"
-    torchrun --standalone --nnodes=1 --nproc_per_node=<N> -m monai.bundle run --config_file "['bundles/{name}/configs/train.json','bundles/{name}/configs/adversarial_train.json','bundles/{name}/configs/multi_gpu_train.json']"
-    torchrun --standalone --nnodes=1 --nproc_per_node=<N> -m monai.bundle run --config_file "['bundles/{name}/configs/attack.json','bundles/{name}/configs/multi_gpu_attack.json']"
-    torchrun --standalone --nnodes=1 --nproc_per_node=<N> -m monai.bundle run --config_file "['bundles/{name}/configs/triage.json','bundles/{name}/configs/multi_gpu_triage.json']"
+    python -m monai.bundle run --config_file configs/train.json --dataset_dir <dataset_dir>
+    python -m monai.bundle run --config_file "['configs/train.json','configs/evaluate.json']" --dataset_dir <dataset_dir>
+    python -m monai.bundle run --config_file configs/inference.json --input_path <image file, folder or datalist.json>
+    torchrun --standalone --nnodes=1 --nproc_per_node=<N> -m monai.bundle run --config_file "['configs/train.json','configs/multi_gpu_train.json']" --dataset_dir <dataset_dir>
+    torchrun --standalone --nnodes=1 --nproc_per_node=<N> -m monai.bundle run --config_file "['configs/train.json','configs/adversarial_train.json','configs/multi_gpu_train.json']" --dataset_dir <dataset_dir>
+    torchrun --standalone --nnodes=1 --nproc_per_node=<N> -m monai.bundle run --config_file "['configs/attack.json','configs/multi_gpu_attack.json']" --dataset_dir <dataset_dir>
+    torchrun --standalone --nnodes=1 --nproc_per_node=<N> -m monai.bundle run --config_file "['configs/triage.json','configs/multi_gpu_triage.json']" --dataset_dir <dataset_dir>
+
+Before any work, every run checks its data list once (sections, ids, labels against `classes`, the validation
+split, every image's header) and stops with one error listing every problem. The class names are the data list's
+`classes`; a checkpoint records its bundle, network and classes, and loading it into another bundle (or with other
+classes) stops the run. Inference takes the class names from the checkpoint; a file it cannot use (unreadable, or
+not an image: a DICOM SEG, RTSTRUCT, DICOMDIR...) stops it, unless `--skip_unreadable true`, which leaves such
+files out and lists them with the reason in `output_dir/skipped.csv`.
 
 Under `torchrun` the attack sweep and the triage give the same results as one process with the same seed and batch
 size: every image's PGD randomness is keyed by its id, each process attacks whole batches of the single-process order,
 and rank 0 gathers the per-image results by id and writes.
 
-Add `'bundles/{name}/configs/demo.json'` as the last config file (and `--output_dir <dir>`) to run on the demo data
-with the CPU profile (32 x 32 images, VGG16 at 1/8 width, at most {DEMO['max_epochs']} epochs).
+Add `'configs/demo.json'` as the last config file (and `--output_dir <dir>`) to run on the demo data
+with the CPU profile (32 x 32 images, VGG16 at 1/8 width, at most {DEMO['max_epochs']} epochs); `--dataset_dir`
+still wins over the demo data.
 Outputs: `metrics.json` (accuracy, ROC AUC, confusion matrix) and `test_predictions.csv` from evaluate,
 `predictions.csv` from inference, TensorBoard logs in `output_dir/tensorboard`.
 

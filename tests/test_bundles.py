@@ -74,6 +74,7 @@ def test_verify_net_in_out(bundle):
         meta_file=str(ROOT / "bundles" / bundle / "configs" / "metadata.json"),
         config_file=configs(bundle, "inference"),
         device="cpu",
+        bundle_root=str(ROOT / "bundles" / bundle),
     )
 
 
@@ -82,6 +83,7 @@ def test_ckpt_export_gives_torchscript_equal_to_the_network(tmp_path):
     files = configs(bundle, "inference", "demo")
     parser = ConfigParser()
     parser.read_config(files)
+    parser["bundle_root"] = str(ROOT / "bundles" / bundle)
     net = parser.get_parsed_content("network_def").eval()
     torch.save(net.state_dict(), tmp_path / "model.pt")
     ckpt_export(
@@ -90,6 +92,7 @@ def test_ckpt_export_gives_torchscript_equal_to_the_network(tmp_path):
         ckpt_file=str(tmp_path / "model.pt"),
         meta_file=str(ROOT / "bundles" / bundle / "configs" / "metadata.json"),
         config_file=files,
+        bundle_root=str(ROOT / "bundles" / bundle),
     )
     scripted = torch.jit.load(str(tmp_path / "model.ts"))
     x = torch.rand(2, 1, 32, 32)
