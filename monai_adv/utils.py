@@ -1,10 +1,16 @@
-"""Small shared helpers: atomic file writes."""
+"""Small shared helpers: atomic file writes with the user's normal permissions.
+
+Every output the project writes goes through :func:`atomic_write`: the content is written to a temporary file beside
+the target and renamed onto it, so a crash, a full disk or a kill leaves the previous file (or nothing), never a
+truncated one. The file gets the permissions a plain ``open(path, "w")`` would give it (``0o666 & ~umask``).
+"""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,32 +18,55 @@ from typing import Any
 __all__ = ["atomic_write", "atomic_write_text", "atomic_write_json"]
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[str], Any]) -> Path:
-    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it onto ``path``.
+def _create_temp(path: Path) -> Path:
+    """Create an empty, new temporary file beside ``path`` and return its name.
 
-    A crash or an exception in ``write`` leaves ``path`` untouched (either the old file or nothing), never half-written.
-    The temporary name keeps ``path``'s suffixes so writers that pick a format from the extension still work.
+    The file is created with ``os.open(..., O_CREAT | O_EXCL, 0o666)``, exactly as ``open(path, "w")`` creates a
+    file, so the kernel applies the umask (and a folder's default ACL): unlike :func:`tempfile.mkstemp` (always
+    ``0o600``), the output ends up with the user's normal permissions. The name keeps ``path``'s suffixes so writers
+    that pick a format from the extension still work.
+    """
+    suffix = "".join(path.suffixes)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp{suffix}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(errno.EEXIST, "no unused temporary file name", str(path.parent))
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], Any]) -> Path:
+    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it onto ``path``; return ``path``.
+
+    - A crash or an exception in ``write`` leaves ``path`` untouched (either the old file or nothing), never
+      half-written, and removes the temporary file.
+    - The file gets the user's normal permissions, ``0o666 & ~umask``, as a plain ``open()`` would give it (also when
+      it replaces a file of other permissions); ``write`` must write into the existing temporary file (open it with
+      ``"w"``/``"wb"``), not delete and recreate it.
+    - The temporary name keeps ``path``'s suffixes so writers that pick a format from the extension still work.
+    - The folder is created when missing.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
+    tmp = _create_temp(path)
     try:
-        write(tmp)
+        write(str(tmp))
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
+        if os.path.lexists(tmp):
             os.remove(tmp)
         raise
     return path
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    """Write ``text`` (UTF-8) to ``path`` atomically (:func:`atomic_write`)."""
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def atomic_write_json(path: str | os.PathLike, payload: Any) -> Path:
-    """Write ``payload`` as indented JSON to ``path`` atomically."""
+    """Write ``payload`` as indented JSON to ``path`` atomically (:func:`atomic_write`)."""
     return atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
