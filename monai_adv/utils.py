@@ -1,4 +1,4 @@
-"""Small shared helpers: atomic file writes with the user's normal permissions.
+"""Small shared helpers: atomic file writes with the user's normal permissions, strict JSON.
 
 Every output the project writes goes through :func:`atomic_write`: the content is written to a temporary file beside
 the target and renamed onto it, so a crash, a full disk or a kill leaves the previous file (or nothing), never a
@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "atomic_write_text", "atomic_write_json"]
+__all__ = ["atomic_write", "atomic_write_text", "atomic_write_json", "finite_or_none"]
 
 
 def _create_temp(path: Path) -> Path:
@@ -68,5 +69,29 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def atomic_write_json(path: str | os.PathLike, payload: Any) -> Path:
-    """Write ``payload`` as indented JSON to ``path`` atomically (:func:`atomic_write`)."""
-    return atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
+    """Write ``payload`` as indented, strict JSON (RFC 8259) to ``path`` atomically (:func:`atomic_write`).
+
+    ``NaN`` and ``±Infinity`` are not JSON: a payload holding one is refused (nothing is written), so every reader,
+    however strict, can parse what the project writes. Writers decide what a non-finite number means and store that
+    instead, usually ``null`` (:func:`finite_or_none`), and document it.
+
+    Raises:
+        ValueError: naming ``path``, when ``payload`` holds a non-finite float.
+    """
+    try:
+        text = json.dumps(payload, indent=2, allow_nan=False)
+    except ValueError as e:
+        raise ValueError(
+            f"{path}: refusing to write non-finite numbers (NaN, Infinity) into JSON: {e}; "
+            "convert them at the source, e.g. with monai_adv.utils.finite_or_none"
+        ) from e
+    return atomic_write_text(path, text + "\n")
+
+
+def finite_or_none(value: float | None) -> float | None:
+    """``float(value)`` when it is a finite number, ``None`` for ``None``, ``NaN`` and ``±inf``: how JSON outputs
+    store a number that is undefined (``NaN``) or unbounded (``inf``) in memory."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None

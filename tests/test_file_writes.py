@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import stat
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from torch import nn
 
+from monai_adv.handlers import SensitivityTriage, load_threshold
 from monai_adv.utils import atomic_write, atomic_write_json, atomic_write_text
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture
@@ -23,6 +29,15 @@ def umask_027():
 
 def mode(path: Path) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def strict_loads(text: str):
+    """``json.loads`` that rejects ``NaN``, ``Infinity`` and ``-Infinity``, as strict JSON readers do."""
+
+    def reject(constant: str):
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=reject)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -56,3 +71,68 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary_file(tmp_path):
     with pytest.raises(KeyError):
         atomic_write(path, fail)
     assert path.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["out.csv"]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 2. strict JSON
+
+
+def test_json_outputs_refuse_non_finite_numbers(tmp_path):
+    path = tmp_path / "summary.json"
+    for bad in (math.nan, math.inf, -math.inf, np.float64("nan")):
+        with pytest.raises(ValueError, match=r"summary\.json: refusing to write non-finite numbers"):
+            atomic_write_json(path, {"nested": [1.0, {"x": bad}]})
+    assert list(tmp_path.iterdir()) == []
+
+
+class Constant(nn.Module):
+    """Logits ``[10, -10]`` for every image: class 0, never flipped by any eps in [0, 1]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(16, 2)
+        with torch.no_grad():
+            self.fc.weight.zero_()
+            self.fc.bias.copy_(torch.tensor([10.0, -10.0]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.flatten(1))
+
+
+def triage_one_image(folder: Path, q: float) -> dict:
+    """Run :class:`SensitivityTriage` on a one-image test set (correctly classified, never flipped); return the
+    text of ``triage.json`` parsed strictly."""
+    from monai.engines import SupervisedEvaluator
+    from torch.utils.data import DataLoader
+
+    items = [{"image": torch.full((1, 4, 4), 0.5), "label": torch.tensor(0), "id": "case-1"}]
+    evaluator = SupervisedEvaluator(
+        device=torch.device("cpu"), val_data_loader=DataLoader(items, batch_size=1), network=Constant().eval()
+    )
+    SensitivityTriage(str(folder), ["benign", "malignant"], q=q, eps_max=0.02, restarts=1, steps=2).attach(evaluator)
+    evaluator.run()
+    return strict_loads((folder / "triage.json").read_text())
+
+
+def test_one_image_triage_summary_is_strict_json_with_documented_nulls(tmp_path):
+    # q=0.2 of one image refers floor(0.2 + 1/2) = 0 images: no threshold (-inf in memory), no flagged accuracy (nan)
+    summary = triage_one_image(tmp_path / "q02", q=0.2)
+    assert summary["n"] == 1 and summary["n_flagged"] == 0 and summary["never_flipped"] == 1
+    assert summary["threshold"] is None and summary["threshold_native"] is None
+    assert summary["accuracy_flagged"] is None
+    assert summary["accuracy_all"] == summary["accuracy_retained"] == 1.0 and summary["accuracy_gain"] == 0.0
+    for rule in ("confidence", "margin"):
+        entry = summary["comparison"][rule]
+        assert entry["n_flagged"] == 0 and entry["threshold"] is None and entry["accuracy_flagged"] is None
+    with pytest.raises(ValueError, match=r"triage\.json: 'threshold' is null: .*it referred no image"):
+        load_threshold(tmp_path / "q02" / "triage.json")
+
+    # q=1 refers the image, which never flipped: threshold eps_hi = inf, nothing retained (nan accuracy)
+    summary = triage_one_image(tmp_path / "q1", q=1.0)
+    assert summary["n_flagged"] == 1 and summary["threshold"] is None
+    assert summary["accuracy_retained"] is None and summary["accuracy_gain"] is None
+    assert summary["accuracy_flagged"] == 1.0
+    with pytest.raises(ValueError, match=r"'threshold' is null: .*never-flipped"):
+        load_threshold(tmp_path / "q1" / "triage.json")
+    rows = (tmp_path / "q1" / "sensitivity.csv").read_text().splitlines()
+    assert rows[1].split(",")[5] == "inf"  # the CSV keeps eps_hi = inf (never flipped)
