@@ -16,7 +16,27 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "atomic_write_text", "atomic_write_json", "finite_or_none"]
+__all__ = [
+    "WRITE_ERRNOS",
+    "WriteError",
+    "atomic_write",
+    "atomic_write_text",
+    "atomic_write_json",
+    "atomic_torch_save",
+    "finite_or_none",
+]
+
+WRITE_ERRNOS = frozenset(
+    code for code in (errno.ENOSPC, getattr(errno, "EDQUOT", None), errno.EROFS, errno.EACCES, errno.EPERM,
+                      errno.EFBIG) if code is not None
+)
+"""Error numbers that mean "this file cannot be written here" (full disk or quota, read-only file system, no
+permission, file too large): :func:`atomic_write` re-raises them as :class:`WriteError` naming the output."""
+
+
+class WriteError(OSError):
+    """An output file could not be written. ``errno`` and ``strerror`` are those of the underlying :class:`OSError`
+    (its ``__cause__``); ``filename`` is the output's final path (not the temporary file's)."""
 
 
 def _create_temp(path: Path) -> Path:
@@ -49,16 +69,24 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], Any]) -> Path:
       ``"w"``/``"wb"``), not delete and recreate it.
     - The temporary name keeps ``path``'s suffixes so writers that pick a format from the extension still work.
     - The folder is created when missing.
+
+    Raises:
+        WriteError: when the folder, the temporary file or the rename fails, or ``write`` raises, with an
+            :class:`OSError` of :data:`WRITE_ERRNOS` (full disk, read-only file system, no permission...); its
+            ``filename`` is ``path`` and its ``__cause__`` the original error. Other exceptions propagate unchanged.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _create_temp(path)
+    tmp: Path | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _create_temp(path)
         write(str(tmp))
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.lexists(tmp):
+    except BaseException as e:
+        if tmp is not None and os.path.lexists(tmp):
             os.remove(tmp)
+        if isinstance(e, OSError) and not isinstance(e, WriteError) and e.errno in WRITE_ERRNOS:
+            raise WriteError(e.errno, e.strerror or os.strerror(e.errno), str(path)) from e
         raise
     return path
 
@@ -86,6 +114,21 @@ def atomic_write_json(path: str | os.PathLike, payload: Any) -> Path:
             "convert them at the source, e.g. with monai_adv.utils.finite_or_none"
         ) from e
     return atomic_write_text(path, text + "\n")
+
+
+def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
+    """``torch.save(obj)`` to ``path`` atomically (:func:`atomic_write`), through a Python file object.
+
+    Saving to a file object rather than a file name makes a full disk surface as ``OSError(ENOSPC)`` (a
+    :class:`WriteError` naming ``path``) rather than torch's ``RuntimeError: ... unexpected pos``.
+    """
+    import torch
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as handle:
+            torch.save(obj, handle)
+
+    return atomic_write(path, write)
 
 
 def finite_or_none(value: float | None) -> float | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -11,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from ignite.engine import Engine, Events
 from torch import nn
 
-from monai_adv.handlers import SensitivityTriage, load_threshold
-from monai_adv.utils import atomic_write, atomic_write_json, atomic_write_text
+from monai_adv.handlers import AtomicCheckpointSaver, SensitivityTriage, load_threshold
+from monai_adv.utils import WriteError, atomic_torch_save, atomic_write, atomic_write_json, atomic_write_text
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -40,6 +42,17 @@ def strict_loads(text: str):
     return json.loads(text, parse_constant=reject)
 
 
+def raise_enospc(*args, **kwargs):
+    """Stand-in for ``torch.save(obj, file)`` on a full disk: writes part of the file, then fails."""
+    target = args[1]
+    if isinstance(target, (str, os.PathLike)):
+        with open(target, "wb") as handle:
+            handle.write(b"PK\x03\x04 partial checkpoint")
+    else:
+        target.write(b"PK\x03\x04 partial checkpoint")
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # 1. permissions
 
@@ -47,7 +60,7 @@ def strict_loads(text: str):
 def test_outputs_get_the_normal_permissions_of_the_umask(tmp_path, umask_027):
     text = atomic_write_text(tmp_path / "a" / "report.md", "x\n")
     data = atomic_write_json(tmp_path / "metrics.json", {"n": 1})
-    weights = atomic_write(tmp_path / "model.pt", lambda tmp: torch.save({"w": torch.zeros(2)}, tmp))
+    weights = atomic_torch_save(tmp_path / "model.pt", {"w": torch.zeros(2)})
     raw = atomic_write(tmp_path / "blob.bin", lambda tmp: Path(tmp).write_bytes(b"1"))
     with open(tmp_path / "plain.txt", "w") as handle:  # what a plain open() gives
         handle.write("x")
@@ -66,10 +79,15 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary_file(tmp_path):
 
     def fail(tmp):
         Path(tmp).write_text("half")
-        raise KeyError("fail")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    with pytest.raises(KeyError):
+    with pytest.raises(WriteError) as caught:
         atomic_write(path, fail)
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(path)
+    assert isinstance(caught.value.__cause__, OSError)
+    assert path.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["out.csv"]
+    with pytest.raises(KeyError):  # other errors propagate unchanged
+        atomic_write(path, lambda tmp: {}["missing"])
     assert path.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["out.csv"]
 
 
@@ -136,3 +154,70 @@ def test_one_image_triage_summary_is_strict_json_with_documented_nulls(tmp_path)
         load_threshold(tmp_path / "q1" / "triage.json")
     rows = (tmp_path / "q1" / "sensitivity.csv").read_text().splitlines()
     assert rows[1].split(",")[5] == "inf"  # the CSV keeps eps_hi = inf (never flipped)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 3. atomic checkpoints
+
+
+class Trainer:
+    """A tiny Ignite engine whose ``acc`` metric and weights change every epoch (set before the saver runs)."""
+
+    def __init__(self) -> None:
+        self.net = nn.Linear(3, 2)
+        self.engine = Engine(lambda engine, batch: None)
+
+        @self.engine.on(Events.EPOCH_COMPLETED)
+        def update(engine):
+            with torch.no_grad():
+                self.net.weight.fill_(float(engine.state.epoch))
+            engine.state.metrics["acc"] = engine.state.epoch / 10
+
+    def run(self, epochs: int) -> None:
+        self.engine.run([0], max_epochs=epochs)
+
+
+def test_atomic_checkpoint_saver_writes_loadable_files_with_normal_permissions(tmp_path, umask_027):
+    trainer = Trainer()
+    AtomicCheckpointSaver(
+        str(tmp_path / "models"), {"model": trainer.net}, save_key_metric=True, key_metric_name="acc",
+        key_metric_filename="model.pt", save_final=True, final_filename="final.pt", save_interval=1, n_saved=1,
+    ).attach(trainer.engine)
+    trainer.run(3)
+    folder = tmp_path / "models"
+    assert sorted(p.name for p in folder.iterdir()) == ["final.pt", "model.pt", "model_epoch=3.pt"]
+    for name in ("final.pt", "model.pt", "model_epoch=3.pt"):
+        state = torch.load(folder / name, weights_only=True)
+        assert torch.equal(state["weight"], torch.full((2, 3), 3.0)), name
+        assert mode(folder / name) == umask_027, name
+
+
+def test_atomic_checkpoint_saver_keeps_the_previous_file_when_a_save_fails(tmp_path, monkeypatch):
+    trainer = Trainer()
+    folder = tmp_path / "models"
+    AtomicCheckpointSaver(
+        str(folder), {"model": trainer.net}, save_key_metric=True, key_metric_name="acc",
+        key_metric_filename="model.pt", save_interval=1, n_saved=1,
+    ).attach(trainer.engine)
+    trainer.run(1)
+    good = {name: (folder / name).read_bytes() for name in ("model.pt", "model_epoch=1.pt")}
+    monkeypatch.setattr(torch, "save", raise_enospc)
+    with pytest.raises(WriteError) as caught:
+        trainer.run(2)  # epoch 2 has a better metric: both savers write, the first one fails midway
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(folder / "model.pt")
+    assert sorted(p.name for p in folder.iterdir()) == sorted(good)  # no temporary or partial file
+    for name, content in good.items():
+        assert (folder / name).read_bytes() == content, name
+        assert torch.equal(torch.load(folder / name, weights_only=True)["weight"], torch.ones(2, 3))
+
+
+def test_atomic_checkpoint_saver_rotation_keeps_the_old_file_until_the_new_one_is_saved(tmp_path, monkeypatch):
+    trainer = Trainer()
+    folder = tmp_path / "models"
+    AtomicCheckpointSaver(str(folder), {"model": trainer.net}, save_interval=1, n_saved=1).attach(trainer.engine)
+    trainer.run(1)
+    monkeypatch.setattr(torch, "save", raise_enospc)
+    with pytest.raises(WriteError):
+        trainer.run(2)
+    assert [p.name for p in folder.iterdir()] == ["model_epoch=1.pt"]
+    torch.load(folder / "model_epoch=1.pt", weights_only=True)
