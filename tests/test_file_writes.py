@@ -15,6 +15,7 @@ import torch
 from ignite.engine import Engine, Events
 from torch import nn
 
+from monai_adv.bundle_errors import excepthook, final_line
 from monai_adv.handlers import AtomicCheckpointSaver, SensitivityTriage, load_threshold
 from monai_adv.utils import WriteError, atomic_torch_save, atomic_write, atomic_write_json, atomic_write_text
 
@@ -221,3 +222,49 @@ def test_atomic_checkpoint_saver_rotation_keeps_the_old_file_until_the_new_one_i
         trainer.run(2)
     assert [p.name for p in folder.iterdir()] == ["model_epoch=1.pt"]
     torch.load(folder / "model_epoch=1.pt", weights_only=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 4. a full disk as the last line of a failed bundle run
+
+
+def config_failure(function) -> RuntimeError:
+    """The exception MONAI's bundle runner raises when a config expression calling ``function`` fails."""
+    from monai.bundle import ConfigExpression
+
+    with pytest.raises(RuntimeError, match="Failed to evaluate") as caught:
+        ConfigExpression(config="$f()", globals={"f": function}).evaluate()
+    return caught.value
+
+
+def last_stderr_line(capsys, exc: BaseException) -> str:
+    printed = []
+    excepthook(type(exc), exc, exc.__traceback__, previous=lambda *args: printed.append(args[1]))
+    assert printed == [exc]  # the full traceback is still printed first
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_excepthook_names_the_unwritable_output_last(tmp_path, capsys, monkeypatch):
+    target = tmp_path / "out" / "models" / "model.pt"
+    monkeypatch.setattr(torch, "save", raise_enospc)
+    wrapped = config_failure(lambda: atomic_torch_save(target, {"w": torch.zeros(1)}))
+    assert last_stderr_line(capsys, wrapped) == f"error: cannot write {target}: No space left on device"
+
+    def read_only():
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), "/out/eval/triage.json")
+
+    assert last_stderr_line(capsys, config_failure(read_only)) == (
+        "error: cannot write /out/eval/triage.json: Read-only file system"
+    )
+
+    def denied():  # not known to be a write: reported as an access error
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), "/data/image.dcm")
+
+    assert last_stderr_line(capsys, config_failure(denied)) == "error: cannot access /data/image.dcm: Permission denied"
+
+    def other():
+        raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), "/data/x")
+
+    assert final_line(config_failure(other)) is None
+    bare = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert final_line(bare) is None  # unwrapped: the traceback already ends with it
