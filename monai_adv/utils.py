@@ -1,4 +1,4 @@
-"""Small shared helpers: atomic file writes with the user's normal permissions, strict JSON.
+"""Small shared helpers: atomic file writes with the user's normal permissions, strict JSON, writable folders.
 
 Every output the project writes goes through :func:`atomic_write`: the content is written to a temporary file beside
 the target and renamed onto it, so a crash, a full disk or a kill leaves the previous file (or nothing), never a
@@ -16,14 +16,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from monai_adv.io import DataError
+
 __all__ = [
     "WRITE_ERRNOS",
     "WriteError",
+    "OutputDirError",
     "atomic_write",
     "atomic_write_text",
     "atomic_write_json",
     "atomic_torch_save",
     "finite_or_none",
+    "ensure_writable_dir",
 ]
 
 WRITE_ERRNOS = frozenset(
@@ -37,6 +41,12 @@ permission, file too large): :func:`atomic_write` re-raises them as :class:`Writ
 class WriteError(OSError):
     """An output file could not be written. ``errno`` and ``strerror`` are those of the underlying :class:`OSError`
     (its ``__cause__``); ``filename`` is the output's final path (not the temporary file's)."""
+
+
+class OutputDirError(DataError):
+    """An output folder setting names a folder that cannot be created or written; the message names the setting,
+    the folder and the reason. A :class:`~monai_adv.io.DataError`, so a failed bundle run prints it as its last
+    line (:mod:`monai_adv.bundle_errors`)."""
 
 
 def _create_temp(path: Path) -> Path:
@@ -138,3 +148,37 @@ def finite_or_none(value: float | None) -> float | None:
         return None
     value = float(value)
     return value if math.isfinite(value) else None
+
+
+def ensure_writable_dir(path: str | os.PathLike, setting: str = "output_dir") -> Path:
+    """Create the folder ``path`` if needed and prove it writable (create and remove a temporary file); return it.
+
+    Meant for the start of a run (a bundle config's ``initialize``), so that an output folder that cannot be
+    written stops the run before any work rather than after the evaluation.
+
+    Args:
+        path: the folder.
+        setting: the name of the config setting that gave ``path``, for the message.
+
+    Raises:
+        OutputDirError: naming ``setting``, ``path`` and the reason, when the folder cannot be created (a parent is a
+            file, no permission, read-only file system...), ``path`` is not a folder, or a file cannot be created
+            in it.
+    """
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as e:  # a file (or a dangling link) of that name
+        raise OutputDirError(f"{setting} = {folder}: exists and is not a folder") from e
+    except OSError as e:
+        reason = e.strerror or str(e)
+        where = f" ({e.filename})" if e.filename and str(e.filename) != str(folder) else ""
+        raise OutputDirError(f"{setting} = {folder}: cannot create the folder: {reason}{where}") from e
+    if not folder.is_dir():
+        raise OutputDirError(f"{setting} = {folder}: exists and is not a folder")
+    try:
+        probe = _create_temp(folder / ".write-test")
+        os.remove(probe)
+    except OSError as e:
+        raise OutputDirError(f"{setting} = {folder}: cannot write in the folder: {e.strerror or e}") from e
+    return folder

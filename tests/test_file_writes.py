@@ -17,9 +17,20 @@ from torch import nn
 
 from monai_adv.bundle_errors import excepthook, final_line
 from monai_adv.handlers import AtomicCheckpointSaver, SensitivityTriage, load_threshold
-from monai_adv.utils import WriteError, atomic_torch_save, atomic_write, atomic_write_json, atomic_write_text
+from monai_adv.io import DataError
+from monai_adv.utils import (
+    OutputDirError,
+    WriteError,
+    atomic_torch_save,
+    atomic_write,
+    atomic_write_json,
+    atomic_write_text,
+    ensure_writable_dir,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
 
 @pytest.fixture
@@ -268,3 +279,63 @@ def test_excepthook_names_the_unwritable_output_last(tmp_path, capsys, monkeypat
     assert final_line(config_failure(other)) is None
     bare = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     assert final_line(bare) is None  # unwrapped: the traceback already ends with it
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 5. unwritable output folders, before any work
+
+
+def test_ensure_writable_dir_creates_and_proves_the_folder(tmp_path):
+    folder = ensure_writable_dir(tmp_path / "a" / "b", setting="output_dir")
+    assert folder == tmp_path / "a" / "b" and folder.is_dir() and list(folder.iterdir()) == []
+    assert ensure_writable_dir(str(folder)) == folder  # an existing folder is fine
+
+
+def test_ensure_writable_dir_names_the_setting_and_the_path(tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OutputDirError, match=rf"^output_dir = {blocker}/eval: cannot create the folder: Not a directory"):
+        ensure_writable_dir(blocker / "eval")
+    with pytest.raises(OutputDirError, match=rf"^ckpt_dir = {blocker}: exists and is not a folder$"):
+        ensure_writable_dir(blocker, setting="ckpt_dir")
+
+    folder = tmp_path / "eval"
+    folder.mkdir()
+    real_open = os.open
+
+    def read_only(path, flags, *args, **kwargs):
+        if flags & os.O_CREAT:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only)
+    with pytest.raises(OutputDirError, match=rf"^output_dir = {folder}: cannot write in the folder: Read-only file system$"):
+        ensure_writable_dir(folder)
+    monkeypatch.undo()
+
+    def denied(self, *args, **kwargs):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+
+    monkeypatch.setattr(Path, "mkdir", denied)
+    with pytest.raises(OutputDirError, match=rf"^output_dir = {tmp_path}/new: cannot create the folder: Permission denied$"):
+        ensure_writable_dir(tmp_path / "new")
+    monkeypatch.undo()
+
+    # a DataError: a failed bundle run prints it as its last line
+    wrapped = config_failure(lambda: ensure_writable_dir(blocker / "eval"))
+    assert isinstance(wrapped.__cause__, DataError)
+    assert last_stderr_line(capsys, wrapped).startswith(f"monai_adv.utils.OutputDirError: output_dir = {blocker}/eval:")
+
+
+@pytest.mark.skipif(IS_ROOT, reason="root ignores permission bits; the cases above cover the errors by monkeypatching")
+def test_ensure_writable_dir_read_only_folder(tmp_path):
+    folder = tmp_path / "eval"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        with pytest.raises(OutputDirError, match=rf"^output_dir = {folder}: cannot write in the folder: Permission denied$"):
+            ensure_writable_dir(folder)
+        with pytest.raises(OutputDirError, match="cannot create the folder: Permission denied"):
+            ensure_writable_dir(folder / "sub")
+    finally:
+        folder.chmod(0o755)
