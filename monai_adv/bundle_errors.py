@@ -1,48 +1,106 @@
-"""Make a bad-input error the last line a failed bundle run prints.
+"""Make a bad-input or cannot-write error the last line a failed bundle run prints.
 
 MONAI's ``python -m monai.bundle run`` evaluates every step as a config expression and wraps whatever it raises in
 ``RuntimeError: Failed to evaluate ConfigExpression ...``; the :class:`~monai_adv.io.DataError` (or
-:class:`~monai_adv.checkpoints.CheckpointError`) naming the bad file or item is then buried in the middle of a long
-chained traceback. Every bundle config imports this module (``"$import monai_adv.bundle_errors"`` among its
-``imports``), which installs :func:`excepthook`: the full traceback is printed as before, then the monai_adv error
-once more as the final line, e.g.::
+:class:`~monai_adv.checkpoints.CheckpointError`) naming the bad file or item, or the ``OSError`` of a full disk, is
+then buried in the middle of a long chained traceback. Every bundle config imports this module
+(``"$import monai_adv.bundle_errors"`` among its ``imports``), which installs :func:`excepthook`: the full traceback
+is printed as before, then the buried error once more as the final line on stderr, e.g.::
 
     monai_adv.io.DataError: nodule-17 (/data/missing.dcm): image file not found
+    error: cannot write /out/models/model.pt: No space left on device
 
 Other programs are unaffected unless they import this module or call :func:`install`.
 """
 
 from __future__ import annotations
 
+import errno
 import sys
+from collections.abc import Callable
 from types import TracebackType
 
 from monai_adv.io import DataError
+from monai_adv.utils import WriteError
 
-__all__ = ["bad_input_error", "excepthook", "install"]
+__all__ = ["bad_input_error", "write_error", "final_line", "excepthook", "install"]
+
+WRITE_ONLY_ERRNOS = frozenset(
+    code for code in (errno.ENOSPC, getattr(errno, "EDQUOT", None), errno.EROFS, errno.EFBIG) if code is not None
+)
+"""Error numbers only a write can raise (full disk, quota, read-only file system, file too large)."""
+
+ACCESS_ERRNOS = frozenset({errno.EACCES, errno.EPERM})
+"""Permission errors: raised by reads as well as writes, so reported as "cannot write" only from a
+:class:`~monai_adv.utils.WriteError` (our writers), else as "cannot access"."""
+
+
+def _chain(error: BaseException | None) -> list[BaseException]:
+    """``error``, its ``__cause__`` or ``__context__``, recursively, outermost first (each once)."""
+    chain: list[BaseException] = []
+    while error is not None and all(error is not seen for seen in chain):
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    return chain
+
+
+def _first(error: BaseException | None, accept: Callable[[BaseException], bool]) -> BaseException | None:
+    return next((e for e in _chain(error) if accept(e)), None)
 
 
 def bad_input_error(error: BaseException | None) -> DataError | None:
     """The first :class:`~monai_adv.io.DataError` in ``error``'s chain (itself, its ``__cause__`` or
     ``__context__``, recursively), or ``None``."""
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, DataError):
-            return error
-        error = error.__cause__ or error.__context__
-    return None
+    return _first(error, lambda e: isinstance(e, DataError))  # type: ignore[return-value]
+
+
+def _is_write_error(error: BaseException) -> bool:
+    return isinstance(error, OSError) and (
+        isinstance(error, WriteError) or error.errno in WRITE_ONLY_ERRNOS or error.errno in ACCESS_ERRNOS
+    )
+
+
+def write_error(error: BaseException | None) -> OSError | None:
+    """The first ``OSError`` in ``error``'s chain that says a file could not be written or accessed: a
+    :class:`~monai_adv.utils.WriteError` (raised by the project's writers, naming the output), or any ``OSError``
+    whose errno is in :data:`WRITE_ONLY_ERRNOS` or :data:`ACCESS_ERRNOS`; ``None`` when there is none."""
+    return _first(error, _is_write_error)  # type: ignore[return-value]
+
+
+def _describe(error: OSError) -> str:
+    """``error: cannot write <path>: <reason>`` (``cannot access`` for a permission error not known to be a write);
+    the path is left out when the error names none."""
+    reason = error.strerror or str(error)
+    path = error.filename
+    verb = "access" if error.errno in ACCESS_ERRNOS and not isinstance(error, WriteError) else "write"
+    return f"error: cannot {verb} {path}: {reason}" if path is not None else f"error: cannot {verb}: {reason}"
+
+
+def final_line(exc: BaseException) -> str | None:
+    """The line :func:`excepthook` adds after the traceback of ``exc``, or ``None``.
+
+    The first error of ``exc``'s chain (outermost first) that is a :class:`~monai_adv.io.DataError` or a write
+    error (:func:`write_error`) decides: ``<module>.<class>: <message>`` for a bad input,
+    ``error: cannot write <path>: <reason>`` for a write error. ``None`` when there is none, or when it is ``exc``
+    itself (the traceback already ends with it).
+    """
+    error = _first(exc, lambda e: isinstance(e, DataError) or _is_write_error(e))
+    if error is None or error is exc:
+        return None
+    if isinstance(error, DataError):
+        return f"{type(error).__module__}.{type(error).__qualname__}: {error}"
+    return _describe(error)  # type: ignore[arg-type]
 
 
 def excepthook(
     exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None, previous=None
 ) -> None:
     """Print the traceback with ``previous`` (default ``sys.__excepthook__``), then, when ``exc`` wraps a
-    :class:`~monai_adv.io.DataError`, that error's type and message as the last line on stderr."""
+    :class:`~monai_adv.io.DataError` or a write error, :func:`final_line` as the last line on stderr."""
     (previous or sys.__excepthook__)(exc_type, exc, tb)
-    error = bad_input_error(exc)
-    if error is not None and error is not exc:
-        sys.stderr.write(f"\n{type(error).__module__}.{type(error).__qualname__}: {error}\n")
+    line = final_line(exc)
+    if line is not None:
+        sys.stderr.write(f"\n{line}\n")
         sys.stderr.flush()
 
 

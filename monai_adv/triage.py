@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from monai_adv.utils import finite_or_none
+
 __all__ = [
     "TriageResult",
     "as_array",
@@ -89,10 +91,21 @@ class TriageResult:
         return self.accuracy_retained - self.accuracy_all
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready summary without the per-image flags."""
+        """JSON-ready summary without the per-image flags: the attributes and ``accuracy_gain``, with ``None``
+        (JSON ``null``) for every number that is not finite, so the summary is strict JSON:
+
+        - ``threshold`` is ``None`` when the rule defines no finite threshold: nothing is referred (``-inf`` in
+          memory; ``n_flagged`` is 0, e.g. one image and ``q=0.2`` refers ``floor(0.2 + 1/2) = 0`` images) or the
+          last referred score is ``inf`` (a never-flipped image in sensitivity triage; ``n_flagged > 0``);
+        - ``accuracy_retained`` and ``accuracy_gain`` are ``None`` when every image is referred, ``accuracy_flagged``
+          when none is, ``fraction_flagged`` and the accuracies when there are no images (``nan`` in memory).
+        """
         out = asdict(self)
         out.pop("flagged")
         out["accuracy_gain"] = self.accuracy_gain
+        for key in ("threshold", "fraction_flagged", "accuracy_all", "accuracy_retained", "accuracy_flagged",
+                    "accuracy_gain"):
+            out[key] = finite_or_none(out[key])
         return out
 
 

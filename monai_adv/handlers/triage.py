@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import logging
+import math
 import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,7 @@ from monai_adv.handlers.collect import evaluator_batches
 from monai_adv.reports import plot_triage_curves
 from monai_adv.sensitivity import SensitivityResult, minimal_flip_eps
 from monai_adv.triage import compare_triage, flag_fraction, flag_threshold, threshold_triage, triage_curves
-from monai_adv.utils import atomic_write_json, atomic_write_text
+from monai_adv.utils import atomic_write_json, atomic_write_text, finite_or_none
 
 if TYPE_CHECKING:
     from ignite.engine import Engine
@@ -28,12 +29,34 @@ __all__ = ["SensitivityTriage", "load_threshold"]
 
 
 def load_threshold(path: str | os.PathLike) -> float:
-    """The referral threshold (eps, [0, 1] units) stored in a ``triage.json`` by a :class:`SensitivityTriage` run."""
+    """The referral threshold (eps, [0, 1] units) stored in a ``triage.json`` by a :class:`SensitivityTriage` run.
+
+    Raises:
+        FileNotFoundError: when ``path`` does not exist.
+        ValueError: naming ``path``, when it holds no finite number under ``threshold``; in particular when the run
+            stored ``null`` because its rule defined no threshold (it referred no image, or referred a never-flipped
+            one; see :meth:`monai_adv.triage.TriageResult.to_dict`).
+    """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"triage file not found: {path} (run the bundle's triage.json first)")
-    value = json.loads(open(path, encoding="utf-8").read()).get("threshold")
-    if value is None:
+    with open(path, encoding="utf-8") as handle:
+        summary = json.load(handle)
+    if "threshold" not in summary:
         raise ValueError(f"{path}: no 'threshold' stored")
+    value = summary["threshold"]
+    if value is None:
+        flagged = summary.get("n_flagged")
+        why = (
+            "it referred no image" if flagged == 0
+            else "the images it referred include never-flipped ones (eps_hi = inf)" if flagged
+            else "it defined none"
+        )
+        raise ValueError(
+            f"{path}: 'threshold' is null: the triage run that wrote it has no finite referral threshold ({why}, "
+            f"n={summary.get('n')}); rerun triage on more images or with a larger eps_max, or give threshold"
+        )
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{path}: 'threshold' must be a finite number, got {value!r}")
     return float(value)
 
 
@@ -54,6 +77,11 @@ class SensitivityTriage:
       accuracy_retained, accuracy_flagged`` for sensitivity triage and, under ``comparison``, the same for
       confidence triage (refer the least confident) and margin triage (smallest logit margin) at the same
       fraction; and ``triage.png``, retained accuracy against the fraction referred for the three rules.
+      ``triage.json`` is strict JSON: a number that is not finite in memory is ``null``: ``threshold`` (and
+      ``threshold_native``) when the rule refers no image (``-inf``; e.g. one image at ``q=0.2``) or its last
+      referred image never flipped (``eps_hi = inf``), ``accuracy_flagged`` when nothing is referred,
+      ``accuracy_retained`` and ``accuracy_gain`` when everything is (``nan``); see
+      :meth:`monai_adv.triage.TriageResult.to_dict`. :func:`load_threshold` refuses a ``null`` threshold.
 
     Under ``torchrun`` every rank searches its shard; the per-image results are gathered by id (duplicates from padded
     shards dropped, rows sorted by id, as in a single-process run) and ``save_rank`` writes: the outputs equal the
@@ -190,12 +218,11 @@ class SensitivityTriage:
             main = compare_triage({"sensitivity": eps_hi}, correct, self.q)["sensitivity"]
         q = main.fraction_flagged
         others = compare_triage({k: s for k, s in scores.items() if k != "sensitivity"}, correct, q)
-        threshold = float(main.threshold)
+        threshold = finite_or_none(main.threshold)
         self.summary = {
             **main.to_dict(),
             "q": self.q if self.threshold is None else None,
-            "threshold": threshold,
-            "threshold_native": threshold * self.native_per_unit if self.native_per_unit and np.isfinite(threshold) else None,
+            "threshold_native": threshold * self.native_per_unit if self.native_per_unit and threshold is not None else None,
             "native_units": self.native_units,
             "flip_criterion": "PGD changes the model's clean prediction",
             "never_flipped": int((~np.isfinite(eps_hi)).sum()),
