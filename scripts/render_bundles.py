@@ -186,8 +186,16 @@ IMPORTS = [
 ]
 
 
-# train.json and evaluate.json: seed, then check the data list once (every problem at once, before any work)
-INITIALIZE = ["$monai.utils.set_determinism(seed=@seed)", "$@data#items"]
+# Before any work: the folders a run writes must be writable, then the seed, then the data list is checked once
+# (every problem at once).
+WRITABLE_OUTPUT = "$monai_adv.utils.ensure_writable_dir(@output_dir, 'output_dir')"
+WRITABLE_CHECKPOINTS = (
+    "$monai_adv.utils.ensure_writable_dir(@validate#checkpoint_saver#save_dir, 'validate#checkpoint_saver#save_dir')"
+)
+SEED = "$monai.utils.set_determinism(seed=@seed)"
+TRAIN_INITIALIZE = [WRITABLE_OUTPUT, WRITABLE_CHECKPOINTS, SEED, "$@data#items"]
+EVALUATE_INITIALIZE = [WRITABLE_OUTPUT, SEED, "$@data#items"]
+EVALUATOR_INITIALIZE = [WRITABLE_OUTPUT, SEED, "$@data"]
 
 
 def common_ids(name: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -432,8 +440,8 @@ def train_config(name: str, spec: dict[str, Any]) -> dict[str, Any]:
                     "@validate#checkpoint_saver",
                 ],
                 "checkpoint_saver": {
-                    "_target_": "CheckpointSaver",
-                    "_desc_": "keeps the weights of the best validation accuracy at ckpt_path",
+                    "_target_": "monai_adv.handlers.AtomicCheckpointSaver",
+                    "_desc_": "keeps the weights of the best validation accuracy at ckpt_path, written atomically",
                     "save_dir": "$os.path.dirname(@ckpt_path)",
                     "save_dict": {"model": "@network", "identity": "@model_identity"},
                     "save_key_metric": True,
@@ -452,7 +460,7 @@ def train_config(name: str, spec: dict[str, Any]) -> dict[str, Any]:
                     "amp": False,
                 },
             },
-            "initialize": INITIALIZE,
+            "initialize": TRAIN_INITIALIZE,
             "run": ["$@validate#early_stop.set_trainer(@train#trainer)", "$@train#trainer.run()"],
             "finalize": [],
         }
@@ -483,7 +491,7 @@ def evaluate_config() -> dict[str, Any]:
                 "filename": "test_predictions.csv",
             },
         ],
-        "initialize": INITIALIZE,
+        "initialize": EVALUATE_INITIALIZE,
         "run": ["$@validate#evaluator.run()"],
         "finalize": [],
     }
@@ -532,7 +540,7 @@ def standalone_evaluator(
             "postprocessing": postprocessing,
             "handlers": [CHECKPOINT_LOADER, {"_target_": "StatsHandler", "iteration_log": False}, *handlers],
             "evaluator": evaluator,
-            "initialize": ["$monai.utils.set_determinism(seed=@seed)", "$@data"],
+            "initialize": EVALUATOR_INITIALIZE,
             "run": ["$@evaluator.run()"],
             "finalize": [],
         }
@@ -766,14 +774,14 @@ def compare_config(name: str, spec: dict[str, Any]) -> dict[str, Any]:
 RANK_ZERO_TARGETS = {"StatsHandler", "TensorBoardStatsHandler", "ignite.handlers.ProgressBar"}
 NOT_RANK_ZERO = "$dist.get_rank() != 0"
 DISTRIBUTED_DEVICE = "$torch.device(f\"cuda:{os.environ['LOCAL_RANK']}\" if torch.cuda.is_available() else 'cpu')"
-def distributed_initialize(data_id: str) -> list[str]:
-    """``initialize`` under torchrun: the process group, the device, the seed, then the data check of ``data_id``."""
+def distributed_initialize(single_process: list[str]) -> list[str]:
+    """``initialize`` under torchrun: the process group and the device, then the single-process ``initialize``
+    (writable folders, seed, data check)."""
     return [
         "$import torch.distributed as dist",
         "$dist.is_initialized() or dist.init_process_group(backend='nccl' if torch.cuda.is_available() else 'gloo')",
         "$torch.cuda.set_device(@device) if torch.cuda.is_available() else None",
-        "$monai.utils.set_determinism(seed=@seed)",
-        f"$@{data_id}",
+        *single_process,
     ]
 
 DISTRIBUTED_FINALIZE = ["$dist.is_initialized() and dist.destroy_process_group()"]
@@ -814,7 +822,7 @@ def multi_gpu_config(train: dict[str, Any]) -> dict[str, Any]:
         **rank_zero_only(train["validate"]["handlers"], "validate#handlers"),
         "validate#checkpoint_saver#_disabled_": NOT_RANK_ZERO,
         "validate#evaluator#val_handlers": "$[h for h in @validate#handlers if h is not None]",
-        "initialize": distributed_initialize("data#items"),
+        "initialize": distributed_initialize(TRAIN_INITIALIZE),
         "finalize": DISTRIBUTED_FINALIZE,
     }
 
@@ -834,7 +842,7 @@ def multi_gpu_evaluator_config(evaluator: dict[str, Any]) -> dict[str, Any]:
         },
         "dataloader#sampler": "@sampler",
         **rank_zero_only(evaluator["handlers"], "handlers"),
-        "initialize": distributed_initialize("data"),
+        "initialize": distributed_initialize(EVALUATOR_INITIALIZE),
         "finalize": DISTRIBUTED_FINALIZE,
     }
     if isinstance(evaluator.get("attack_sweep", {}).get("summary_writer"), dict):

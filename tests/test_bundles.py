@@ -181,7 +181,7 @@ def test_bad_data_list_stops_the_bundle_with_the_item_named(tmp_path, demo_dir):
     (tmp_path / "datalist.json").write_text(json.dumps({"classes": ["benign", "malignant"], "training": items}))
     env = dict(os.environ, MONAI_ADV_DEMO_DIR=str(demo_dir))
     command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(configs(bundle, "train", "demo"))]
-    command += ["--output_dir", str(tmp_path / "out"), "--datalist_file", str(tmp_path / "datalist.json")]
+    command += ["--output_dir", str(tmp_path / "out"), "--dataset_dir", str(tmp_path)]
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
     assert result.returncode != 0
     assert "monai_adv.io.DataError: nodule-17" in result.stderr and "image file not found" in result.stderr

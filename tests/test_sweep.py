@@ -293,3 +293,14 @@ def test_check_details_and_missing_inputs(trained):
     res.correct["PGD"] = [c + 1 for c in res.correct["FGSM"]]
     assert sweep_checks(res, tolerance=0.125)["strong_le_weak"].passed is True
     assert sweep_checks(res, tolerance=0.01)["strong_le_weak"].passed is False
+
+
+def test_attack_sweep_refuses_a_large_eps_check_on_no_image(tmp_path):
+    """With large_eps set and no image to run it on, the check's accuracy was NaN, which strict JSON refuses only
+    when attack_sweep.json is written, after the whole sweep."""
+    from monai_adv.attacks import PGD
+    from monai_adv.handlers import AttackSweep
+
+    with pytest.raises(ValueError, match="large_eps_samples must be at least 1"):
+        AttackSweep({"PGD": PGD}, [0.001], str(tmp_path), ["a", "b"], large_eps=0.5, large_eps_samples=0)
+    AttackSweep({"PGD": PGD}, [0.001], str(tmp_path), ["a", "b"], large_eps=None, large_eps_samples=0)

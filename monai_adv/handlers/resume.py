@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from monai_adv.checkpoints import CheckpointError, read_checkpoint
-from monai_adv.utils import atomic_write, atomic_write_json
+from monai_adv.utils import atomic_torch_save, atomic_write_json
 
 if TYPE_CHECKING:
     from ignite.engine import Engine
@@ -209,7 +209,7 @@ class TrainingResume:
             return
         path = self.rank_path()
         state = self.state(engine)
-        atomic_write(path, lambda tmp: torch.save(state, tmp))
+        atomic_torch_save(path, state)
         atomic_write_json(path.with_suffix(".json"), {"epoch": epoch, "terminated": state["terminated"]})
 
     def load(self, engine: Engine) -> None:
