@@ -143,6 +143,14 @@ class SensitivityReferralInferTask(BundleInferTask):
             return  # MONAI Label logged why (no inference config or no model) and skips this bundle; so do we
 
         cfg = self.bundle_config
+        # MONAI Label names the classes after metadata.json's channel_def (the bundle's published classes); a model
+        # trained on other data means the classes its checkpoint records, and a checkpoint of another bundle is refused
+        if "model_identity" in cfg.config:
+            from monai_adv.checkpoints import read_checkpoint
+
+            cfg.get_parsed_content("model_identity").check(read_checkpoint(self.path[0]), self.path[0])
+        if "class_names" in cfg.config:
+            self.labels = {str(name): index for index, name in enumerate(cfg.get_parsed_content("class_names"))}
         self.eps_max = float(eps_max if eps_max is not None else self._bundle_value("triage_eps_max", 0.02))
         if not self.eps_max > 0:
             raise ValueError(f"{path}: eps_max must be positive, got {self.eps_max}")
@@ -159,12 +167,15 @@ class SensitivityReferralInferTask(BundleInferTask):
 
     def _load_bundle_config(self, path: str, config: str) -> ConfigParser:
         """MONAI Label's parser of ``config`` (``bundle_root`` set to ``path``), with ``config_files`` and
-        ``overrides`` applied over it."""
+        ``overrides`` applied over it, and ``ckpt_path`` set to the checkpoint MONAI Label loads."""
         parser = super()._load_bundle_config(path, config)
         for f in self._extra_config_files:
             parser.update(ConfigParser.load_config_files(f))
         parser.update(self._overrides)
         parser.config.update({self.const.key_bundle_root(): path})  # type: ignore[union-attr]
+        # the checkpoint MONAI Label loads (<bundle>/models/model.pt), so that the classes and the identity the
+        # config reads from ckpt_path are that checkpoint's
+        parser.config["ckpt_path"] = os.path.join(path, "models", self.const.model_pytorch())  # type: ignore[index]
         return parser
 
     def info(self) -> dict[str, Any]:

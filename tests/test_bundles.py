@@ -184,7 +184,8 @@ def test_bad_data_list_stops_the_bundle_with_the_item_named(tmp_path, demo_dir):
     command += ["--output_dir", str(tmp_path / "out"), "--dataset_dir", str(tmp_path)]
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
     assert result.returncode != 0
-    assert "monai_adv.io.DataError: nodule-17" in result.stderr and "image file not found" in result.stderr
+    last = result.stderr[result.stderr.rindex("\nmonai_adv.io.DataError: "):]  # the error is printed again last
+    assert "nodule-17 (" in last and "missing.dcm): image file not found" in last
     assert not (tmp_path / "out" / "models").exists()
 
 
@@ -250,7 +251,7 @@ def test_adversarial_training_never_reads_the_test_split_and_feeds_the_compariso
     (adv_out / "models" / "model.pt").write_bytes((out / "models" / "model.pt").read_bytes())
     run_bundle(
         configs(bundle, "train", "adversarial_train", "demo"), adv_out, demo_dir,
-        "--datalist_file", str(poisoned), "--max_epochs", "2",
+        "--dataset_dir", str(tmp_path), "--max_epochs", "2",
     )
     robust = load_state(adv_out / "models" / "model_adversarial.pt")
     clean = load_state(out / "models" / "model.pt")
@@ -284,6 +285,7 @@ def test_multi_gpu_train_under_torchrun_on_cpu(trained, demo_dir, tmp_path):
     state = load_state(tmp_path / "models" / "model.pt")
     parser = ConfigParser()
     parser.read_config(configs(bundle, "inference", "demo"))
+    parser["output_dir"] = str(tmp_path)
     net = parser.get_parsed_content("network_def")
     net.load_state_dict(state)  # no "module." prefix: Ignite unwraps DDP when saving
 

@@ -29,6 +29,9 @@ EPS_MAX = 0.04  # set through the task's ``overrides`` (the bundle's own triage_
 EPS_TINY = 1e-5  # too small to flip the test network's prediction
 MARGIN = 0.3  # clean logit margin of the test network on the test image: PGD flips it at eps ~0.005
 MARKER = "MONAILABEL_RESULT "
+# the classes the checkpoint records (a model trained on the user's own data): MONAI Label must name these, not the
+# bundle's published benign/malignant
+CLASSES = ["no_nodule", "nodule"]
 
 
 def label_python() -> Path:
@@ -53,6 +56,7 @@ def _prepare(work: Path) -> dict:
     shutil.copytree(ROOT / "bundles" / BUNDLE / "configs", bundle / "configs")
     parser = ConfigParser()
     parser.read_config([str(bundle / "configs" / "inference.json"), str(bundle / "configs" / "demo.json")])
+    parser["bundle_root"] = str(bundle)
     datalist = Path(ensure_demo_data("lung_nodule_ct", work / "demo", seed=0))
     item = json.loads(datalist.read_text())["test"][0]
     dicom = datalist.parent / item["image"]
@@ -67,7 +71,8 @@ def _prepare(work: Path) -> dict:
     with torch.no_grad():
         logits = network(image)[0]
         last.bias += logits.mean() - logits + torch.tensor([MARGIN / 2, -MARGIN / 2])
-    state = {"model": network.state_dict()}
+    identity = {"bundle": BUNDLE, "network": "monai_adv.networks.PaperVGG16", "class_names": CLASSES}
+    state = {"model": network.state_dict(), "identity": identity}
     atomic_write(bundle / "models" / "model.pt", lambda tmp: torch.save(state, tmp))
     hu, _ = read_image(dicom)
     studies = work / "studies"
@@ -119,7 +124,7 @@ def test_monailabel_task_returns_referral_flag_and_bracket(tmp_path):
         assert params["class"] == ref[image]["class"], case
         assert abs(params["probability"] - ref[image]["probability"]) < 1e-5, case
         scores = params["prediction"]
-        assert [s["label"] for s in scores] == ["benign", "malignant"], case
+        assert [s["label"] for s in scores] == CLASSES, case
         assert abs(sum(s["score"] for s in scores) - 1) < 1e-5, case
         assert params["native_units"] == "HU", case
         if case == "tiny":
@@ -140,7 +145,7 @@ def test_monailabel_task_returns_referral_flag_and_bracket(tmp_path):
     assert results["low_threshold"]["params"]["refer"] is False
 
     info = out["info"]
-    assert info["type"] == "classification" and info["labels"] == {"benign": 0, "malignant": 1}
+    assert info["type"] == "classification" and info["labels"] == {"no_nodule": 0, "nodule": 1}
     assert info["referral"]["triage_file"] == str(Path(spec["bundle"]) / "eval" / "triage.json")
     assert info["referral"]["eps_max"] == EPS_MAX
     assert "missing.json" in out["missing_triage_error"]
@@ -179,6 +184,7 @@ def _label_side(work: Path) -> dict:
     # reference: the bundle's own pre-processing and network, minimal_flip_eps called directly
     parser = ConfigParser()
     parser.read_config([os.path.join(bundle, "configs", name) for name in ("inference.json", "demo.json")])
+    parser["bundle_root"] = bundle
     network = parser.get_parsed_content("network_def")
     network.load_state_dict(torch.load(os.path.join(bundle, "models", "model.pt"), weights_only=True)["model"])
     network.eval()
@@ -191,7 +197,7 @@ def _label_side(work: Path) -> dict:
         tiny = minimal_flip_eps(network, x, eps_max=EPS_TINY, restarts=2, steps=10, seed=0)
         k = int(r.prediction[0])
         reference[name] = {
-            "class": ["benign", "malignant"][k], "probability": float(r.probability[0, k]),
+            "class": CLASSES[k], "probability": float(r.probability[0, k]),
             "eps_lo": float(r.eps_lo[0]), "eps_hi": float(r.eps_hi[0]), "flipped": bool(r.flipped[0]),
             "flipped_tiny": bool(tiny.flipped[0]),
         }
