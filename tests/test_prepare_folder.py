@@ -457,3 +457,42 @@ def test_script_exit_codes(tmp_path):
     assert labels.returncode == 2 and "--class_names must list exactly the classes present" in labels.stderr
     missing = run_script("--source", str(tmp_path / "nowhere"), "--output", str(tmp_path / "o3"))
     assert missing.returncode == 2 and "no such folder or table" in missing.stderr
+
+
+# end to end ----------------------------------------------------------------------------------------------------------
+
+CLASSES = ["ground_glass", "part_solid"]
+
+
+@pytest.mark.slow
+def test_prepared_folder_runs_the_whole_study(tmp_path):
+    """Copies of the real CT sample in two classes of our own -> prepare_folder -> scripts/run_study.py: every stage
+    runs, and the outputs carry our class names, never the CT bundle's default ones."""
+    tcia_tree(tmp_path / "src", {CLASSES[0]: 12, CLASSES[1]: 12})
+    prepared = run_script("--source", str(tmp_path / "src"), "--output", str(tmp_path / "data"), "--name", "own_ct")
+    assert prepared.returncode == 0, prepared.stderr
+    command = [sys.executable, str(ROOT / "scripts" / "run_study.py"), "--dataset_dir", str(tmp_path / "data"),
+               "--profile", "demo", "--output", str(tmp_path / "study"), "--set", "max_epochs=2",
+               "--set", "adversarial_train:max_epochs=1", "--set", "attack:eps_grid=[0.001,0.003]",
+               "--set", "compare:eps_grid=[0.003]"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    study = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=1800)
+    assert study.returncode == 0, (study.stdout + study.stderr)[-4000:]
+    bundle = tmp_path / "study" / "lung_nodule_ct_classification"
+
+    with open(bundle / "evaluate" / "test_predictions.csv", newline="") as f:
+        predictions = list(csv.DictReader(f))
+    assert {f"p_{c}" for c in CLASSES} <= set(predictions[0])
+    assert {r["label"] for r in predictions} == set(CLASSES) and {r["prediction"] for r in predictions} <= set(CLASSES)
+    with open(bundle / "triage" / "sensitivity.csv", newline="") as f:
+        sensitivity = list(csv.DictReader(f))
+    assert {r["label"] for r in sensitivity} == set(CLASSES)
+    assert {r["id"] for r in sensitivity} == {r["id"] for r in predictions}
+    outputs = [p for p in (tmp_path / "study").rglob("*") if p.suffix in (".csv", ".json", ".md", ".log")]
+    for path in outputs:
+        text = path.read_text(errors="replace").lower()
+        assert "benign" not in text and "malignant" not in text, path
+    report = (tmp_path / "study" / "report" / "report.md").read_text()
+    assert "own_ct" in report
+    # the report names the data set's classes (the report is being changed in parallel to carry them)
+    assert all(c in report for c in CLASSES), "report.md does not name the data set's classes"
