@@ -43,8 +43,8 @@ def _sample(name: str) -> pydicom.Dataset:
     return pydicom.dcmread(get_testdata_file(name))
 
 
-def write_copy(path: Path, patient_id: str, uid: str, sample: str = "CT_small.dcm", shift: int = 0, flip: bool = False,
-               patient_name: str | None = None) -> Path:
+def write_copy(path: Path, patient_id: str, uid: str, sample: str = "CT_small.dcm", shift: int = 0,
+               flip: bool = False, patient_name: str | None = None) -> Path:
     """A copy of a real pydicom sample with another patient and SOP instance, its pixels rolled (and flipped)."""
     ds = copy.deepcopy(_sample(sample))
     ds.PatientID = patient_id
@@ -57,18 +57,19 @@ def write_copy(path: Path, patient_id: str, uid: str, sample: str = "CT_small.dc
     return path
 
 
-def tcia_tree(root: Path, classes: dict[str, int], sample: str = "CT_small.dcm", start: int = 0) -> dict[str, list[Path]]:
+def tcia_tree(root: Path, classes: dict[str, int], sample: str = "CT_small.dcm") -> dict[str, list[Path]]:
     """``<root>/<class>/<PatientID>/<series>/<UID>.dcm``: per class that many patients, every third with two images.
     Returns the files of each PatientID."""
     files: dict[str, list[Path]] = {}
-    n = start
+    n = 0
     for c, (name, patients) in enumerate(classes.items()):
         for p in range(patients):
             patient = f"LIDC-IDRI-{58100 + n}"
             for k in range(2 if p % 3 == 0 else 1):
                 uid = f"{UID_ROOT}.{n}.{k + 1}"
                 path = root / name / patient / SERIES / f"{uid}.dcm"
-                files.setdefault(patient, []).append(write_copy(path, patient, uid, sample, shift=5 * n + k, flip=c == 1))
+                write_copy(path, patient, uid, sample, shift=5 * n + k, flip=c == 1)
+                files.setdefault(patient, []).append(path)
             n += 1
     return files
 
@@ -163,6 +164,20 @@ def test_tcia_folder_tree_to_datalist(tmp_path, capsys):
     assert {i["id"] for i in other["test"]} != {i["id"] for i in datalist["test"]}
 
 
+def test_identifier_fragments_are_scrubbed_from_their_own_file_only(tmp_path):
+    """A PatientID's number is scrubbed from its own file's id (a folder named by the number alone); the whole
+    PatientID from every id (a PNG without header in that patient's folder); another patient's UIDs stay intact."""
+    src = tmp_path / "src"
+    tcia_tree(src, {"a": 5, "b": 5})
+    write_copy(src / "a" / "case_0001" / "1.3.6.1.4.1.9328.50.4.91.1.dcm", "LIDC-IDRI-0001", f"{UID_ROOT}.91.1")
+    write_copy(src / "b" / "LIDC-IDRI-0002" / "1.2.826.0.10001.dcm", "LIDC-IDRI-0002", "1.2.826.0.10001")
+    write_png(src / "a" / "LIDC-IDRI-0001" / "scout.png")
+    ids = {i["id"] for i in items(load(prepare_folder(src, tmp_path / "out")))}
+    assert f"a/case_{pseudonymise('0001')}/1.3.6.1.4.1.9328.50.4.91.1" in ids
+    assert f"b/{pseudonymise('LIDC-IDRI-0002')}/1.2.826.0.10001" in ids  # 0001 is another patient's fragment
+    assert f"a/{pseudonymise('LIDC-IDRI-0001')}/scout" in ids
+
+
 def test_real_dicomdir_tree_with_non_images_refused_then_skipped(tmp_path, capsys):
     """pydicom's DICOMDIR test tree (real CR/CT/MR files in folders named by PatientID, a DICOMDIR, a README.txt)
     inside a class folder, plus a real DICOM SEG, an RTSTRUCT, a CSV, a truncated file and a file outside any class."""
@@ -179,6 +194,7 @@ def test_real_dicomdir_tree_with_non_images_refused_then_skipped(tmp_path, capsy
     truncated = src / "no_nodule" / "truncated.dcm"
     truncated.write_bytes(Path(get_testdata_file("CT_small.dcm")).read_bytes()[:3000])
     (src / "LICENSE.txt").write_text("not data")
+    (src / "nodule" / "LIDC-IDRI-58100" / "notes.txt").write_text("a file without a header in a PatientID folder")
     (src / "no_nodule" / ".DS_Store").write_text("hidden files are ignored")
 
     with pytest.raises(DataError) as error:
@@ -192,8 +208,9 @@ def test_real_dicomdir_tree_with_non_images_refused_then_skipped(tmp_path, capsy
         "no_nodule/annotations.csv": "not an image file name (.csv)",
         "no_nodule/truncated.dcm": "truncated",
         "LICENSE.txt": "not inside a class folder",
+        "nodule/LIDC-IDRI-58100/notes.txt": "not an image file name (.txt)",
     }
-    assert "7 of " in message and "--skip_unreadable" in message
+    assert "8 of " in message and "--skip_unreadable" in message
     for name, reason in expected.items():
         line = next(line for line in message.splitlines() if line.strip().startswith(f"{name}:"))
         assert reason in line
@@ -201,10 +218,11 @@ def test_real_dicomdir_tree_with_non_images_refused_then_skipped(tmp_path, capsy
     assert not (tmp_path / "out" / "datalist.json").exists()
 
     path = prepare_folder(src, tmp_path / "out", skip_unreadable=True)
-    assert f"skipped 7 of" in capsys.readouterr().err
+    assert "skipped 8 of" in capsys.readouterr().err
     with open(tmp_path / "out" / "skipped.csv", newline="") as f:
         skipped = {row["id"]: row["reason"] for row in csv.DictReader(f)}
-    assert len(skipped) == 7
+    assert len(skipped) == 8
+    assert f"nodule/{pseudonymise('LIDC-IDRI-58100')}/notes.txt" in skipped  # scrubbed with its folder's PatientID
     assert "Modality SEG" in skipped["no_nodule/seg/liver_1frame"] and "DICOMDIR" in skipped["nodule/DICOMDIR"]
     assert all(str(tmp_path) not in reason for reason in skipped.values())
     datalist = load(path)
@@ -223,6 +241,7 @@ def test_real_dicomdir_tree_with_non_images_refused_then_skipped(tmp_path, capsy
     for name in ("seg/liver_1frame.dcm", "rtstruct.dcm", "annotations.csv", "truncated.dcm"):
         (src / "no_nodule" / name).unlink()
     (src / "LICENSE.txt").unlink()
+    (src / "nodule" / "LIDC-IDRI-58100" / "notes.txt").unlink()
     path = prepare_folder(src, tmp_path / "out")
     assert not (tmp_path / "out" / "skipped.csv").exists()
     links = {str(p) for p in (tmp_path / "out" / "images").rglob("*") if p.is_symlink()}
@@ -354,7 +373,8 @@ def test_table_with_integer_labels(tmp_path):
 @pytest.mark.parametrize(
     "labels, message",
     [
-        (["1", "2"], r"integer labels must be exactly the class indices 0\.\.K-1; found \[1, 2\] \(no \[0\]\).*--class_names"),
+        (["1", "2"], r"integer labels must be exactly the class indices 0\.\.K-1; found \[1, 2\] \(no \[0\]\).*"
+                     r"--class_names"),
         (["0", "2"], r"found \[0, 2\] \(no \[1\]\)"),
         (["0", "tumor"], r"labels mix integers \['0'\] and names \['tumor'\]"),
         (["Tumor", "tumor"], r"labels differing only in case .*\['Tumor', 'tumor'\]"),

@@ -19,10 +19,11 @@ Rules:
   exactly the classes present. Labels mixing integers and names, labels differing only in case, fewer than two
   classes and a class without images are errors, never guesses. A folder's class folders follow the same rules.
 - Ids: the path relative to the source folder (or to the table's folder; an absolute path outside it without its
-  root) without its image suffix, with every patient identifier replaced by its pseudonym: the values of
-  :data:`monai_adv.inputs.PATIENT_IDENTIFIER_KEYWORDS` of every DICOM header in the source and the table's
-  ``patient_id`` values, whole and by part (as :func:`monai_adv.inputs.scrub_identifiers`). Two files with one id
-  (``scan.png`` beside ``scan.jpg``, one file listed twice) are an error naming both.
+  root) without its image suffix, with patient identifiers replaced by their pseudonyms: the file's own (the values
+  of :data:`monai_adv.inputs.PATIENT_IDENTIFIER_KEYWORDS` in its DICOM header, its table row's ``patient_id``),
+  whole and by part as :func:`monai_adv.inputs.scrub_identifiers` reads them; and in every id, the whole values of
+  every header and row of the source (a folder named by a PatientID may hold files without a header). Two files
+  with one id (``scan.png`` beside ``scan.jpg``, one file listed twice) are an error naming both.
 - Patients: the table's ``patient_id``, else the DICOM header's PatientID, else each image is its own patient (a
   warning says so: the split by patient is then a split by image). Stored pseudonymised
   (:func:`monai_adv.datalist.pseudonymise`).
@@ -128,37 +129,73 @@ def _identifier_parts(value: str, names: bool) -> set[str]:
     return parts
 
 
+def _whole(value: str) -> set[str]:
+    """A whole identifier value (and a person name with spaces for ``^``), when it has 3 or more characters: what
+    is scrubbed from every id of the source, since a folder named by it may hold files that carry no header."""
+    value = value.strip()
+    return {v for v in (value, value.replace("^", " ")) if len(v) >= 3}
+
+
 def _dicom_fields(path: Path) -> dict[str, Any]:
-    """PatientID, RescaleType and every identifier value of a DICOM file's header (empty when it does not read)."""
+    """PatientID, RescaleType and the identifier values of a DICOM file's header: by part (``own``) and whole
+    (``shared``). Empty when the header does not read."""
     import pydicom
 
     try:
         ds = pydicom.dcmread(str(path), stop_before_pixels=True, force=True)
     except Exception:  # pydicom raises many types for files that are not DICOM; read_header names the problem
         return {}
-    values: set[str] = set()
+    own: set[str] = set()
+    shared: set[str] = set()
     for keyword in PATIENT_IDENTIFIER_KEYWORDS:
         try:
             value = ds.get(keyword)
         except Exception:
             continue
         for v in value if isinstance(value, pydicom.multival.MultiValue) else [value]:
-            values |= _identifier_parts(str(v or ""), names=True)
+            own |= _identifier_parts(str(v or ""), names=True)
+            shared |= _whole(str(v or ""))
     try:
         patient, rescale_type = str(ds.get("PatientID") or "").strip(), str(ds.get("RescaleType") or "").strip()
     except Exception:
         patient, rescale_type = "", ""
-    return {"patient": patient, "rescale_type": rescale_type, "identifiers": values}
+    return {"patient": patient, "rescale_type": rescale_type, "own": own, "shared": shared}
 
 
-def _scrubber(values: Iterable[str]) -> Callable[[str], str]:
-    """Replace every value (case-insensitively, longest first, replaced text never matched again) by its pseudonym."""
-    values = {v for v in values if v}
-    if not values:
-        return lambda text: text
-    canonical = {v.lower(): v for v in sorted(values)}
-    pattern = re.compile("|".join(re.escape(v) for v in sorted(values, key=len, reverse=True)), re.IGNORECASE)
-    return lambda text: pattern.sub(lambda m: pseudonymise(canonical[m.group(0).lower()]), text)
+class _Scrubber:
+    """Replaces identifier values in a text by their pseudonyms (:func:`~monai_adv.datalist.pseudonymise`):
+    case-insensitively, the longest value at the leftmost position first, replaced text never matched again (the
+    rule of :func:`monai_adv.inputs.scrub_identifiers`).
+
+    ``shared`` values (3 or more characters) are looked for in every text, through an index on their first three
+    characters, so that thousands of patients cost microseconds per id; ``own`` values, given per text, only in it.
+    Digit fragments of an identifier (``0001`` of ``LIDC-IDRI-0001``) are an image's own: sought in every id, they
+    would garble the UIDs of every other patient's files.
+    """
+
+    def __init__(self, shared: Iterable[str], every_value: Iterable[str]) -> None:
+        self.canonical = {v.lower(): v for v in sorted(set(every_value) | set(shared)) if v}
+        self.index: dict[str, list[str]] = defaultdict(list)
+        for value in {v.lower() for v in shared if len(v) >= 3}:
+            self.index[value[:3]].append(value)
+
+    def __call__(self, text: str, own: Iterable[str] = ()) -> str:
+        own_lower = {v.lower() for v in own if v}
+        lower = text.lower()
+        out: list[str] = []
+        i = 0
+        while i < len(text):
+            best = ""
+            for value in (*self.index.get(lower[i:i + 3], ()), *own_lower):
+                if len(value) > len(best) and lower.startswith(value, i):
+                    best = value
+            if best:
+                out.append(pseudonymise(self.canonical[best]))
+                i += len(best)
+            else:
+                out.append(text[i])
+                i += 1
+        return "".join(out)
 
 
 # discovery -----------------------------------------------------------------------------------------------------------
@@ -173,7 +210,8 @@ def _entry(path: Path, shown: str, relative: str, label: str | None) -> _Entry:
     try:
         fmt = image_format(path)
     except DataError:
-        return _Entry(path, shown, relative, label=label, problem=f"not an image file name ({path.suffix or 'no suffix'})")
+        problem = f"not an image file name ({path.suffix or 'no suffix'})"
+        return _Entry(path, shown, relative, label=label, problem=problem)
     stem = image_stem(relative)
     suffix = relative[len(stem):]
     # a DICOM file named without .dcm keeps being read as DICOM after the id is scrubbed
@@ -210,7 +248,8 @@ def _from_table(table: Path) -> tuple[list[_Entry], list[str]]:
             entries.append(_Entry(folder, shown, f"line {line}", label=row["label"] or None, problem="empty path"))
             continue
         path = Path(os.path.normpath(folder / cell))
-        relative = path.relative_to(folder).as_posix() if path.is_relative_to(folder) else path.relative_to(path.anchor).as_posix()
+        base = folder if path.is_relative_to(folder) else Path(path.anchor)
+        relative = path.relative_to(base).as_posix()
         entry = _entry(path, shown, relative, row["label"] or None)
         entry.table_patient = row.get(PATIENT_COLUMN, "")
         if entry.problem is None and not path.is_file():
@@ -417,12 +456,13 @@ def prepare_folder(
     _read_headers(entries, spatial_dims)
 
     # ids free of identifiers, unique
-    identifiers = set().union(*(e.dicom.get("identifiers", set()) for e in entries))
-    identifiers |= set().union(*(_identifier_parts(e.table_patient, names=False) for e in entries))
-    scrub = _scrubber(identifiers)
+    own = [e.dicom.get("own", set()) | _identifier_parts(e.table_patient, names=False) for e in entries]
+    every_value = set().union(*own)
+    shared = set().union(*(e.dicom.get("shared", set()) | _whole(e.table_patient) for e in entries))
+    scrub = _Scrubber(shared, every_value)
     owners: dict[str, _Entry] = {}
-    for entry in entries:
-        entry.id = scrub(entry.raw_id)
+    for entry, values in zip(entries, own):
+        entry.id = scrub(entry.raw_id, values)
         if entry.problem is not None and entry.fmt is None:
             continue  # a non-image file, listed under its own (scrubbed) name
         other = owners.setdefault(entry.id.lower(), entry)
@@ -475,8 +515,10 @@ def prepare_folder(
     declared = {e.header.format for e in usable if e.header.format in ("nifti", "numpy")}
     if native_units and not declared:
         say(f"note: --native_units {native_units}: no NIfTI or NumPy image; the files' own units are used")
-    contradicting = sorted({f"{_units(e, None)} ({e.header.format})" for e in usable if e.header.format in ("dicom", "pil")
-                            and native_units and _units(e, None).lower() != native_units.lower()})
+    contradicting = sorted({
+        f"{_units(e, None)} ({e.header.format})" for e in usable
+        if native_units and e.header.format in ("dicom", "pil") and _units(e, None).lower() != native_units.lower()
+    })
     if contradicting:
         raise DataError(f"--native_units {native_units} contradicts what the files say: {', '.join(contradicting)}; "
                         "it declares the units of NIfTI/NumPy images only")
@@ -539,7 +581,7 @@ def prepare_folder(
         _link(entry.path, link)
         item["image"] = str(link)
     datalist = {
-        "name": name or scrub(source.stem if source.is_file() else Path(os.path.abspath(source)).name),
+        "name": name or scrub(source.stem if source.is_file() else Path(os.path.abspath(source)).name, every_value),
         "modality": data_modality,
         "native_units": data_units,
         "classes": classes,
@@ -565,8 +607,8 @@ def prepare_folder(
     if skip_unreadable:
         _write_skipped(output / SKIPPED, skipped)
         if skipped:
-            say(f"note: skipped {len(skipped)} of {len(entries)} file(s) that cannot be used; listed with their reasons "
-                f"in {output / SKIPPED}")
+            say(f"note: skipped {len(skipped)} of {len(entries)} file(s) that cannot be used; listed with their "
+                f"reasons in {output / SKIPPED}")
     elif (output / SKIPPED).is_file():
         (output / SKIPPED).unlink()  # from an earlier run: it does not describe this data list
     _remove_stale_links(images, {i["image"] for i in items})
