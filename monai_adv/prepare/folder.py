@@ -303,7 +303,7 @@ def _classes(labels: Sequence[str], class_names: list[str] | None, what: str) ->
         names = class_names or [str(v) for v in values]
         if len(names) != len(values):
             raise DataError(
-                f"--class_names {','.join(names)} names {len(names)} classes, but the {what} hold the {len(values)} "
+                f"--class_names {','.join(names)} names {len(names)} classes, but {what} holds the {len(values)} "
                 f"class indices 0..{len(values) - 1}: name each class present, in index order"
             )
         return list(names), {label: int(label) for label in integers}
@@ -443,10 +443,10 @@ def prepare_folder(
                             "an output folder outside the source")
         entries, folders = _from_folder(source)
         fatal: list[str] = []
-        what = f"{source}: the class folders"
+        what = f"the class folders of {source}"
     elif source.is_file() and source.suffix.lower() == ".csv":
         (entries, fatal), folders = _from_table(source), []
-        what = f"{source}: the label column"
+        what = f"the label column of {source}"
     elif source.is_file():
         raise DataError(f"--source {source}: a folder of class folders, or a CSV table path,label[,patient_id]")
     else:
@@ -596,10 +596,9 @@ def prepare_folder(
             check_datalist(tmp, ["training", "test"], spatial_dims=spatial_dims, channels=channels,
                            val_fraction=val_fraction, seed=seed)
         except DataError as error:
-            problems.append(str(error).replace(tmp, str(final)))
+            problems.append("the bundles' check: " + str(error).replace(f"{tmp}: ", "").replace("\n", "\n    "))
         if problems:
-            raise DataError(f"{final}: the data list would be refused ({len(problems)} problem group(s)); nothing "
-                            "written:" + _listing(problems))
+            raise DataError(f"{final}: the data list would be refused, so it is not written:" + _listing(problems))
 
     atomic_write(final, write_and_check)
 
