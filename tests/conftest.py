@@ -57,3 +57,9 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: end-to-end tests that run the whole study (minutes); deselect with -m 'not slow'"
+    )
