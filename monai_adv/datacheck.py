@@ -29,9 +29,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from monai_adv.io import DataError, read_header
+from monai_adv.io import DataError, ImageHeader, read_header
 
-__all__ = ["check_datalist", "datalist_classes", "GRAYSCALE_KEY", "MAX_LISTED"]
+__all__ = ["check_datalist", "datalist_classes", "fit_problems", "GRAYSCALE_KEY", "MAX_LISTED"]
 
 Item = dict[str, Any]
 
@@ -68,6 +68,30 @@ def datalist_classes(datalist_file: str | os.PathLike) -> list[str]:
             "\"malignant\"]); add them, or set class_names on the command line"
         )
     return list(classes)
+
+
+def fit_problems(
+    header: ImageHeader, item: Item, channels: int | None, native_units: str | None, declared_units: str | None
+) -> list[str]:
+    """Why an image whose header reads does not fit the run: its channel count (an RGB image of an item marked
+    ``to_grayscale`` fits one channel), or, for a run windowing Hounsfield units (``native_units`` ``"HU"``), values
+    that cannot be HU: PNG/JPEG, DICOM other than CT with rescale tags, and NIfTI or NumPy files unless their units
+    are declared HU (``declared_units``: the data list's ``native_units``). Empty when it fits."""
+    problems = []
+    got = header.shape[0]
+    if channels is not None and got != channels and not (channels == 1 and got == 3 and item.get(GRAYSCALE_KEY)):
+        hint = " (RGB: convert it explicitly, e.g. scripts/prepare_folder.py --grayscale)" if got == 3 else ""
+        problems.append(f"expected {channels} channel(s), got {got}{hint}")
+    declared_hu = str(declared_units or "").upper() == "HU" and header.format in ("nifti", "numpy")
+    if str(native_units or "").upper() == "HU" and not header.hounsfield and not declared_hu:
+        kind = {
+            "pil": "a PNG/JPEG image", "dicom": f"a DICOM image of Modality {header.modality or 'none'}",
+        }.get(header.format, "a NIfTI/NumPy file whose units are not declared HU (a data list's native_units; inference: input_units)")
+        problems.append(
+            f"{kind} is not in Hounsfield units, but this run windows HU (native_units HU): use a bundle that "
+            "scales intensities by percentiles, or data in HU"
+        )
+    return problems
 
 
 def _resolve(path: Path, item: Item) -> Item:
@@ -151,8 +175,6 @@ def check_datalist(
             f"the data list's classes {classes} differ from the run's class_names {list(class_names)}: labels would "
             "be read as the wrong classes"
         )
-    hounsfield_declared = str(datalist.get("native_units", "")).upper() == "HU"
-    wants_hu = str(native_units or "").upper() == "HU"
 
     found: dict[str, list[Item]] = {}
     for section in sections:
@@ -198,17 +220,8 @@ def check_datalist(
             except DataError as error:
                 problems.append(f"[{section}] {error}")
                 continue
-            got = header.shape[0]
-            if channels is not None and got != channels and not (channels == 1 and got == 3 and item.get(GRAYSCALE_KEY)):
-                hint = " (RGB: convert it explicitly, e.g. scripts/prepare_folder.py --grayscale)" if got == 3 else ""
-                problems.append(f"{where} ({item['image']}): expected {channels} channel(s), got {got}{hint}")
-            if wants_hu and not header.hounsfield and not (header.format in ("nifti", "numpy") and hounsfield_declared):
-                kind = {"pil": "a PNG/JPEG image", "dicom": f"a DICOM image of Modality {header.modality or 'none'}"}
-                problems.append(
-                    f"{where} ({item['image']}): {kind.get(header.format, 'a file of a data list not declaring native_units HU')}"
-                    " is not in Hounsfield units, but this run windows HU (native_units HU): use a bundle that "
-                    "scales intensities by percentiles, or data in HU"
-                )
+            for problem in fit_problems(header, item, channels, native_units, datalist.get("native_units")):
+                problems.append(f"{where} ({item['image']}): {problem}")
 
     if "training" in found and "test" in datalist and isinstance(datalist["test"], list):
         def patients(items: Sequence[Any]) -> set[str]:

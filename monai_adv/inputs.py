@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -15,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from monai_adv.datacheck import GRAYSCALE_KEY, MAX_LISTED
+from monai_adv.datacheck import MAX_LISTED, fit_problems
 from monai_adv.datalist import pseudonymise
-from monai_adv.io import DataError, ImageHeader, image_format, image_stem, read_header
+from monai_adv.io import DataError, image_format, image_stem, read_header
 from monai_adv.utils import atomic_write_text
 
 __all__ = [
@@ -132,16 +133,12 @@ def _reason(error: DataError, item_id: str, path: str | os.PathLike) -> str:
 
 
 def _check(
-    item: Item, spatial_dims: int | None, channels: int | None, hounsfield_only: bool
-) -> ImageHeader:
+    item: Item, spatial_dims: int | None, channels: int | None, native_units: str | None, declared_units: str | None
+) -> None:
     header = read_header(item["image"], item=item["id"], spatial_dims=spatial_dims)
-    name = f"{item['id']} ({item['image']})"
-    got = header.shape[0]
-    if channels is not None and got != channels and not (channels == 1 and got == 3 and item.get(GRAYSCALE_KEY)):
-        raise DataError(f"{name}: expected {channels} channel(s), got {got}")
-    if hounsfield_only and not header.hounsfield:
-        raise DataError(f"{name}: not a CT image in Hounsfield units, but this model windows HU (native_units HU)")
-    return header
+    problems = fit_problems(header, item, channels, native_units, declared_units)
+    if problems:
+        raise DataError(f"{item['id']} ({item['image']}): {'; '.join(problems)}")
 
 
 def _write_skipped(path: str | os.PathLike, skipped: Iterable[Skipped]) -> None:
@@ -162,6 +159,7 @@ def load_inference_items(
     skip_unreadable: bool = False,
     skipped_file: str | os.PathLike | None = None,
     log: Any = None,
+    input_units: str | None = None,
 ) -> list[Item]:
     """Images to run inference on, checked from their headers: a single image file, every image file in a folder
     tree (:func:`find_images`), or a data list's ``key`` section (labels optional).
@@ -178,10 +176,12 @@ def load_inference_items(
         key: the data list section.
         spatial_dims: the image dimensionality the network takes.
         channels: the channel count the network takes; ``None`` accepts any.
-        native_units: the model's intensity units; ``"HU"`` accepts only CT images with rescale tags.
+        native_units: the model's intensity units; ``"HU"`` accepts CT DICOM with rescale tags, and NIfTI or NumPy
+            files declared HU (by a data list's ``native_units``, else by ``input_units``).
         skip_unreadable: leave out files that cannot be used instead of stopping.
         skipped_file: where the skipped files are listed (with ``skip_unreadable``).
         log: a callable taking a line (e.g. a logger's ``info``); ``None`` logs nothing.
+        input_units: the units of NIfTI and NumPy inputs that no data list declares (e.g. ``"HU"``).
 
     Returns:
         Items ``{"id", "image"[, "label", ...]}`` with absolute image paths, ids unique.
@@ -192,6 +192,7 @@ def load_inference_items(
     """
     path = Path(path)
     ignored: list[Skipped] = []
+    declared = input_units
     if path.is_dir():
         found = find_images(path)
         items = [{"id": f.id, "image": str(f.path)} for f in found if f.candidate]
@@ -201,6 +202,7 @@ def load_inference_items(
         from monai_adv.datacheck import check_datalist
 
         items = check_datalist(path, [key], check_images=False, require_labels=False)[key]
+        declared = json.loads(path.read_text(encoding="utf-8")).get("native_units") or input_units
         source = f"{path} [{key}]"
     elif path.is_file():
         image_format(path)  # raises for a file that is neither an image nor a data list
@@ -213,11 +215,10 @@ def load_inference_items(
         log(f"{source}: left out {len(ignored)} file(s) whose names are not image names ({', '.join(suffixes)})")
     if not items:
         raise DataError(f"{source}: no images to run inference on")
-    hounsfield_only = str(native_units or "").upper() == "HU"
     problems: list[tuple[Item, DataError]] = []
     for item in items:
         try:
-            _check(item, spatial_dims, channels, hounsfield_only)
+            _check(item, spatial_dims, channels, native_units, declared)
         except DataError as error:
             problems.append((item, error))
     if problems and not skip_unreadable:

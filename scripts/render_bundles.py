@@ -556,7 +556,7 @@ def inference_config(name: str, spec: dict[str, Any]) -> dict[str, Any]:
         data=(
             "$monai_adv.inputs.load_inference_items(@input_path, @input_key, spatial_dims=@spatial_dims, "
             "channels=@in_channels, native_units=@native_units, skip_unreadable=@skip_unreadable, "
-            "skipped_file=os.path.join(@output_dir, 'skipped.csv'), log=print)"
+            "skipped_file=os.path.join(@output_dir, 'skipped.csv'), log=print, input_units=@input_units)"
         ),
         with_label=False,
         postprocessing={"_target_": "Compose", "transforms": POSTPROCESSING["transforms"][:2]},
@@ -578,6 +578,7 @@ def inference_config(name: str, spec: dict[str, Any]) -> dict[str, Any]:
             "input_path": "@datalist_file",
             "input_key": "test",
             "skip_unreadable": False,
+            "input_units": None,
             "default_class_names": spec["class_names"],
             "class_names": "$monai_adv.checkpoints.checkpoint_class_names(@ckpt_path, default=@default_class_names)",
             "batch_size": 8,

@@ -139,6 +139,7 @@ def run_case(name: str, files: dict[str, Path], out: Path) -> subprocess.Complet
     names, arguments, _, _ = CASES[name]
     command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", configs(*names), "--output_dir", str(out)]
     command += ["--bundle_root", str(ROOT / "bundles" / BUNDLE)]  # run from the repository root
+    command += ["--dataset_dir", str(files["good"].parent)]  # the data lists' folder, over the demo overlay's
     for key, value in arguments.items():
         command += [f"--{key}", str(files.get(value, value))]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")

@@ -337,3 +337,14 @@ def test_duplicate_ids_in_one_process_are_an_error_not_a_merge():
         gather_by_id(ids, {"x": torch.arange(20)})
     ids, values = gather_by_id([f"i{k}" for k in range(20)], {"x": torch.arange(20)})
     assert len(ids) == 20
+
+
+def test_inference_takes_nifti_as_hu_only_when_declared(tmp_path):
+    """A folder of NIfTI crops for the CT bundle: their units cannot be read from the file, so they are refused
+    unless declared (input_units), rather than windowed as if they were HU."""
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(np.full((16, 16), -800, np.float32), np.eye(4)), tmp_path / "crop.nii.gz")
+    with pytest.raises(DataError, match=r"crop \(.*crop\.nii\.gz\): a NIfTI/NumPy file whose units are not declared HU"):
+        load_inference_items(tmp_path, native_units="HU")
+    assert [i["id"] for i in load_inference_items(tmp_path, native_units="HU", input_units="HU")] == ["crop"]

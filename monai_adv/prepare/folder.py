@@ -404,6 +404,7 @@ def prepare_folder(
     skip_unreadable: bool = False,
     balance: bool = False,
     val_fraction: float = 0.2,
+    val_seed: int = 0,
     name: str | None = None,
     log: Callable[[str], None] | None = None,
 ) -> Path:
@@ -414,7 +415,7 @@ def prepare_folder(
         source: a folder ``<source>/<class>/...``, or a CSV table ``path,label[,patient_id]``.
         output: the output folder: ``datalist.json``, ``images/`` (links to the images) and, when skipping,
             ``skipped.csv``.
-        seed: the seed of the split by patient (and of the validation split checked, and of ``balance``).
+        seed: the seed of the split by patient (and of ``balance``).
         test_fraction: the fraction of each class's images on the test side (by patient).
         grayscale: mark RGB images for conversion to one gray channel.
         class_names: the class names (integer labels) or their order (names), as a list or ``"a,b,c"``.
@@ -424,6 +425,7 @@ def prepare_folder(
         skip_unreadable: leave out files that cannot be used, listed in ``skipped.csv``, instead of stopping.
         balance: drop images of the larger classes (seeded) until the classes are equal.
         val_fraction: the validation fraction the bundles carve from ``training`` (checked to hold every class).
+        val_seed: the seed the bundles carve it with: their ``seed`` id (0 unless you change it).
         name: the data set's name (default: the source folder's or table's name).
         log: a callable taking a line, for warnings and notes (default: standard error).
 
@@ -594,7 +596,7 @@ def prepare_folder(
         write_datalist(tmp, datalist)
         try:
             check_datalist(tmp, ["training", "test"], spatial_dims=spatial_dims, channels=channels,
-                           val_fraction=val_fraction, seed=seed)
+                           val_fraction=val_fraction, seed=val_seed)
         except DataError as error:
             problems.append("the bundles' check: " + str(error).replace(f"{tmp}: ", "").replace("\n", "\n    "))
         if problems:
