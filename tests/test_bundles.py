@@ -290,6 +290,66 @@ def test_multi_gpu_train_under_torchrun_on_cpu(trained, demo_dir, tmp_path):
     net.load_state_dict(state)  # no "module." prefix: Ignite unwraps DDP when saving
 
 
+
+def test_training_prints_loss_per_epoch_and_no_progress_bar_into_a_log(trained):
+    """Training loss never reached the terminal, and the progress bar written to a log file became one 77 KB line."""
+    out = trained("lung_nodule_ct_classification")
+    log = RUNS[out][0]  # the training run, its output captured (not a terminal)
+    epochs = [line for line in log.splitlines() if "Metrics -- train_accuracy:" in line]
+    assert epochs and all("train_loss:" in line for line in epochs)
+    assert any("Metrics -- val_accuracy:" in line for line in log.splitlines())
+    assert "\r" not in log and max(len(line) for line in log.splitlines()) < 2000
+
+
+def test_another_bundles_checkpoint_stops_the_run_by_name(trained, demo_dir, tmp_path):
+    """A brain-MRI evaluate pointed at the lung-CT model (same architecture in the demo profile) used to report on it."""
+    lung = trained("lung_nodule_ct_classification") / "models" / "model.pt"
+    bundle = "brain_lesion_mri_classification"
+    env = dict(os.environ, MONAI_ADV_DEMO_DIR=str(demo_dir), OMP_NUM_THREADS="1")
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(configs(bundle, "train", "evaluate", "demo"))]
+    command += ["--output_dir", str(tmp_path), "--ckpt_path", str(lung)]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT / "bundles" / bundle)
+    assert result.returncode != 0
+    last = result.stderr[result.stderr.rindex("\nmonai_adv.checkpoints.CheckpointError: "):]
+    assert "saved by bundle 'lung_nodule_ct_classification'" in last
+    assert "this run is bundle 'brain_lesion_mri_classification'" in last
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_inference_on_a_tcia_folder_predicts_every_file_and_skips_only_on_request(trained, demo_dir, tmp_path):
+    """Eight real CT files named by SOP Instance UID became one id (one prediction for eight images); an RTSTRUCT or a
+    DICOMDIR in the folder stopped the whole run with no way to skip it."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import generate_uid
+
+    bundle = "lung_nodule_ct_classification"
+    out = trained(bundle)
+    series = tmp_path / "in" / "LIDC-IDRI-0003" / "01-01-2000-NA-CT-1" / "1.000000-NA-2"
+    series.mkdir(parents=True)
+    for k in range(8):
+        ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.PatientID = "LIDC-IDRI-0003"
+        ds.save_as(str(series / f"{ds.SOPInstanceUID}.dcm"), enforce_file_format=True)
+    (tmp_path / "in" / "rtstruct.dcm").write_bytes(Path(get_testdata_file("rtstruct.dcm")).read_bytes())
+    (tmp_path / "in" / "DICOMDIR").write_bytes(Path(get_testdata_file("dicomdirtests/DICOMDIR")).read_bytes())
+    env = dict(os.environ, MONAI_ADV_DEMO_DIR=str(demo_dir), OMP_NUM_THREADS="1")
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(configs(bundle, "inference", "demo"))]
+    command += ["--output_dir", str(tmp_path / "out"), "--ckpt_path", str(out / "models" / "model.pt")]
+    command += ["--input_path", str(tmp_path / "in")]
+    refused = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT / "bundles" / bundle)
+    assert refused.returncode != 0
+    assert "2 of 10 file(s) cannot be used" in refused.stderr and not (tmp_path / "out" / "predictions.csv").exists()
+    result = subprocess.run(command + ["--skip_unreadable", "true"], capture_output=True, text=True, env=env,
+                            cwd=ROOT / "bundles" / bundle)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = list(csv.DictReader((tmp_path / "out" / "predictions.csv").open()))
+    assert len(rows) == 8 and len({r["id"] for r in rows}) == 8
+    assert all("LIDC-IDRI-0003" not in r["id"] for r in rows)
+    skipped = list(csv.DictReader((tmp_path / "out" / "skipped.csv").open()))
+    assert sorted(r["id"] for r in skipped) == ["DICOMDIR", "rtstruct"]
+
 # DICOM attributes that identify a patient; the demo DICOMs carry fake values of the first three
 PATIENT_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "OtherPatientIDs", "OtherPatientNames")
 
