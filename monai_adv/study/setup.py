@@ -38,6 +38,8 @@ def available_bundles(bundles_dir: str | os.PathLike) -> list[str]:
 def parse_override(text: str) -> tuple[str, str, Any]:
     """``[STAGE:]ID=VALUE`` -> (stage or ``"*"``, id, value); the value is read as JSON when it parses, else kept as a
     string (``max_epochs=3``, ``eps_grid=[0.001,0.004]``, ``adversarial_train:max_epochs=2``, ``device=cpu``).
+    The value is MONAI config syntax wherever it is read: a string starting with ``$`` is executed as Python code,
+    ``@ID`` is a reference, ``%...`` a macro, a dict with ``_target_`` is instantiated (see the ``--set`` help).
 
     Raises:
         ValueError: naming the text, when it has no ``=``, names an unknown stage, or sets an id the study manages.
