@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from monai_adv.study.ledger import Ledger, code_digest, fingerprint, library_versions, sha256_file
-from monai_adv.study.paper_figures import BUNDLE_DATASETS
+from monai_adv.study.paper_figures import comparable_dataset
 from monai_adv.study.setup import BundleSetup, prepare_bundle
 from monai_adv.study.stages import BUNDLE_STAGES, RESUME_FILE, STUDY_STAGES, BundleStage
 from monai_adv.utils import atomic_write_json
@@ -354,9 +354,12 @@ def _study_stages(
     from monai_adv.study.report import FIGURES, BundleReport, write_report
 
     sweeps = {s.name: "attack/attack_sweep.json" for s in setups}
+    # the paper's column beside ours only where our data is the paper's data set
+    columns = {s.name: getattr(comparable_dataset(s.name, s.data), "column", None) for s in setups}
     payload = {
         "stage": "compare_datasets",
-        "bundles": [[s.name, s.medical, ledgers[s.name].output_hashes("attack")[sweeps[s.name]]] for s in setups],
+        "bundles": [[s.name, s.medical, ledgers[s.name].output_hashes("attack")[sweeps[s.name]], columns[s.name]]
+                    for s in setups],
         "code": ctx.study_code,
     }
 
@@ -364,7 +367,7 @@ def _study_stages(
         rows = {s.name: json.loads((ctx.output / s.name / sweeps[s.name]).read_text(encoding="utf-8"))["rows"]
                 for s in setups}
         medical = {s.name: s.medical for s in setups}
-        compare_datasets(rows, medical, {s.name: BUNDLE_DATASETS.get(s.name) for s in setups}, folder)
+        compare_datasets(rows, medical, columns, folder)
 
     outcomes = [_run_study_stage("compare_datasets", payload, FILES, compare, study_ledger, ctx)]
     payload = {

@@ -78,7 +78,8 @@ class BundleSetup:
         profile: ``"demo"`` (``configs/demo.json`` on top: the CPU profile) or ``"paper"`` (the bundle as shipped).
         datalist_file: the data list every stage reads.
         data_digest: SHA-256 over the data list and its images.
-        data: what the report says about the data: ``label``, ``demo``, ``name``, ``n_training``, ``n_test``.
+        data: what the report says about the data: ``label``, ``short``, ``demo``, ``name``, ``classes`` (the data
+            list's, or ``None``), ``n_training``, ``n_test``.
         overrides: stage (or ``"*"``) -> id -> value, from ``--set``.
         settings: values the report quotes (image size, width, epochs, epsilons, grids, ...).
         medical: a medical model (for the susceptibility ratio).
@@ -143,8 +144,10 @@ def _describe_data(datalist_file: Path, dataset_dir: Path | None) -> dict[str, A
     else:
         label = f"prepared data set `{name}` from `{dataset_dir if dataset_dir is not None else datalist_file.parent}`"
     short = "demo data (synthetic)" if demo else f"data set `{name}`"
+    classes = datalist.get("classes")
     return {
         "label": label, "short": short, "demo": demo, "name": name,
+        "classes": [str(c) for c in classes] if isinstance(classes, list) else None,
         "n_training": len(datalist.get("training", [])), "n_test": len(datalist.get("test", [])),
     }
 
