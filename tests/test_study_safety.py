@@ -1,11 +1,17 @@
-"""The study's safety rules, without training: ``--set`` warns that its values are code."""
+"""The study's safety rules, without training: it deletes only what it wrote, and ``--set`` warns that its values are
+code."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
 from monai_adv.study.cli import build_parser
+from monai_adv.study.ownership import MANIFEST_NAME, files_in, foreign_files, start_working_folder
+from monai_adv.study.runner import StudyError, _publish, run_study
 from monai_adv.study.setup import parse_override
+
 
 
 def _help() -> str:
@@ -28,3 +34,92 @@ def test_the_literal_string_recipe_of_the_help_gives_the_literal(text, literal):
 
     stage, key, value = parse_override(text)
     assert ConfigParser({key: value}).get_parsed_content(key) == literal
+
+
+# the study deletes only what it wrote ---------------------------------------------------------------------------------
+
+BUNDLE = "lung_nodule_ct_classification"
+
+
+def published(folder: Path, stage: str, files: dict[str, str]) -> Path:
+    """A stage folder as the study publishes it: its files, then renamed into place with the study's manifest."""
+    partial = folder.parent / f".{folder.name}.partial"
+    start_working_folder(partial, stage)
+    for name, text in files.items():
+        (partial / name).parent.mkdir(parents=True, exist_ok=True)
+        (partial / name).write_text(text)
+    _publish(partial, folder, stage, folder.parent)
+    return folder
+
+
+def stop_early(output: Path, tmp_path: Path) -> tuple[str, list[str]]:
+    """Run the study on ``output`` with a bundles folder that does not exist (it stops before any stage runs, at the
+    latest when it looks for the bundle); return the error and the log lines."""
+    lines: list[str] = []
+    with pytest.raises(StudyError) as error:
+        run_study([BUNDLE], output, tmp_path / "no_bundles", log=lines.append)
+    return str(error.value), lines
+
+
+def test_foreign_files_stop_the_study_before_any_stage_and_are_kept(tmp_path):
+    output = tmp_path / "study"
+    notes = output / "report" / "notes.txt"  # a folder the study did not make
+    notes.parent.mkdir(parents=True)
+    notes.write_text("mine")
+    train = published(output / BUNDLE / "train", "train", {"models/model.pt": "weights", "train.log": "log"})
+    extra = train / "models" / "my_model.pt"  # added to a folder the study made
+    extra.write_text("mine")
+    own = published(output / "compare_datasets", "compare_datasets", {"susceptibility.json": "{}"})
+    (own / "susceptibility.json").write_text("{} edited by hand")  # still the study's file: not named
+    working = output / BUNDLE / ".attack.partial" / "draft.csv"  # a working folder the study did not make
+    working.parent.mkdir()
+    working.write_text("mine")
+    message, lines = stop_early(output, tmp_path)
+    for name in ("report/notes.txt", f"{BUNDLE}/train/models/my_model.pt", f"{BUNDLE}/.attack.partial/draft.csv"):
+        assert name in message, message
+    assert "susceptibility.json" not in message and "train/models/model.pt" not in message, message
+    assert "move them out of" in message and "or choose another --output" in message
+    assert not any("running" in line for line in lines)  # no stage ran
+    for path in (notes, extra, working, train / "models" / "model.pt", own / "susceptibility.json"):
+        assert path.is_file(), path
+
+
+def test_a_folder_of_the_study_is_replaced_and_a_foreign_file_found_while_replacing_stops_it(tmp_path):
+    final = published(tmp_path / "attack", "attack", {"attack_sweep.csv": "old", "attack.log": "old log"})
+    (final / "attack_sweep.csv").write_text("edited by hand")  # the study's own file: replaced with the rest
+    published(final, "attack", {"attack_sweep.csv": "new"})
+    assert files_in(final) == [MANIFEST_NAME, "attack_sweep.csv"]
+    assert (final / "attack_sweep.csv").read_text() == "new" and not (tmp_path / ".attack.old").exists()
+    # a file that appears after the check at the start: the replacement stops, and nothing is lost
+    (final / "notes.txt").write_text("mine")
+    with pytest.raises(StudyError, match=r"did not write.*attack/notes.txt.*move them out"):
+        published(final, "attack", {"attack_sweep.csv": "newer"})
+    assert (final / "notes.txt").read_text() == "mine" and (final / "attack_sweep.csv").read_text() == "new"
+    assert (tmp_path / ".attack.partial" / "attack_sweep.csv").read_text() == "newer"  # kept to look at
+    # a leftover aside folder that is not the study's is not deleted either
+    (final / "notes.txt").unlink()
+    aside = tmp_path / ".attack.old"
+    aside.mkdir()
+    (aside / "keep.txt").write_text("mine")
+    with pytest.raises(StudyError, match=r"\.attack\.old/keep\.txt"):
+        published(final, "attack", {"attack_sweep.csv": "newer"})
+    assert (aside / "keep.txt").is_file()
+
+
+def test_which_working_folders_are_the_studys(tmp_path):
+    own = tmp_path / ".train.partial"
+    start_working_folder(own, "train")
+    (own / "tensorboard").mkdir()
+    (own / "tensorboard" / "events").write_text("written by the bundle run")
+    assert foreign_files(own, "partial", "train") == []
+    assert foreign_files(own, "partial", "evaluate") != []  # the manifest names another stage
+    interrupted = tmp_path / ".evaluate.partial"  # made, killed before its manifest was renamed into place
+    interrupted.mkdir()
+    (interrupted / f".{MANIFEST_NAME}.abcd_123.tmp.json")  # atomic_write's name.write_text("{")
+    assert foreign_files(interrupted, "partial", "evaluate") == []
+    (interrupted / "notes.txt").write_text("mine")
+    assert foreign_files(interrupted, "partial", "evaluate") == [interrupted / "notes.txt"]
+    link = tmp_path / ".attack.partial"
+    link.symlink_to(tmp_path / "elsewhere")
+    assert foreign_files(link, "partial", "attack") == [link]
+    assert foreign_files(tmp_path / ".triage.partial", "partial", "triage") == []  # nothing there
