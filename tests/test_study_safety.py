@@ -1,17 +1,24 @@
-"""The study's safety rules, without training: it deletes only what it wrote, and ``--set`` warns that its values are
-code."""
+"""The study's safety rules, without training: it deletes only what it wrote, it cleans up after a killed ledger
+write, and ``--set`` warns that its values are code."""
 
 from __future__ import annotations
 
+import os
+import re
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from monai_adv.study.cli import build_parser
+from monai_adv.study.ledger import LEDGER_NAME
 from monai_adv.study.ownership import MANIFEST_NAME, files_in, foreign_files, start_working_folder
 from monai_adv.study.runner import StudyError, _publish, run_study
 from monai_adv.study.setup import parse_override
 
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _help() -> str:
@@ -123,3 +130,38 @@ def test_which_working_folders_are_the_studys(tmp_path):
     link.symlink_to(tmp_path / "elsewhere")
     assert foreign_files(link, "partial", "attack") == [link]
     assert foreign_files(tmp_path / ".triage.partial", "partial", "triage") == []  # nothing there
+
+
+# a killed ledger write leaves a temporary file: the next run removes it -----------------------------------------------
+
+
+def killed_ledger_write(folder: Path) -> Path:
+    """A ledger write killed (SIGKILL) between writing its temporary file and renaming it: return that file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    code = ("import os, signal, sys; from monai_adv.utils import atomic_write; "
+            "atomic_write(sys.argv[1], lambda tmp: (open(tmp, 'w').write('{'), os.kill(os.getpid(), signal.SIGKILL)))")
+    result = subprocess.run([sys.executable, "-c", code, str(folder / LEDGER_NAME)], cwd=ROOT,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert result.returncode == -signal.SIGKILL
+    (left,) = folder.glob(f".{LEDGER_NAME}.*")
+    return left
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SIGKILL")
+def test_the_next_run_removes_the_temporary_files_of_a_killed_ledger_write_and_nothing_else(tmp_path):
+    output = tmp_path / "study"
+    stale = [killed_ledger_write(output), killed_ledger_write(output / BUNDLE)]
+    assert all(re.fullmatch(r"\.study_state\.json\.[a-z0-9_]{8}\.tmp\.json", p.name) for p in stale)
+    kept = [output / ".study_state.json.abc.tmp.json", output / ".study_state.json.ABCDEFGH.tmp.json",
+            output / ".other.json.abcdefgh.tmp.json", output / "x.study_state.json.abcdefgh.tmp.json",
+            output / BUNDLE / "models" / ".study_state.json.abcdefgh.tmp.json",
+            output / "notes" / ".study_state.json.abcdefgh.tmp.json"]
+    for path in kept:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("not the study's")
+    folder = output / ".study_state.json.abcdefg1.tmp.json"  # the pattern, but a folder
+    folder.mkdir()
+    _, lines = stop_early(output, tmp_path)
+    assert not any(p.exists() for p in stale)
+    assert all(p.is_file() for p in kept) and folder.is_dir()
+    assert sum("temporary file of an interrupted ledger write" in line for line in lines) == 2

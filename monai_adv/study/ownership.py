@@ -29,7 +29,7 @@ from monai_adv.utils import atomic_write_json
 
 __all__ = [
     "MANIFEST_NAME", "Kind", "start_working_folder", "write_manifest", "foreign_files", "files_in", "describe",
-    "temporary_file_pattern",
+    "temporary_file_pattern", "remove_stale_temporaries",
 ]
 
 MANIFEST_NAME = ".study_manifest.json"
@@ -117,6 +117,21 @@ def foreign_files(path: Path, kind: Kind, stage: str) -> list[Path]:
     listed = manifest.get("files")
     listed = set(listed) if isinstance(listed, list) else set()
     return [path / e for e in entries if e != MANIFEST_NAME and e not in listed]
+
+
+def remove_stale_temporaries(folder: Path, names: Iterable[str]) -> list[Path]:
+    """Remove the temporary files that :func:`monai_adv.utils.atomic_write` left in ``folder`` (not below it) for the
+    files called ``names``, when a write was killed; return them. Only regular files whose name has exactly that
+    pattern are removed. Call it only while no other writer can be using ``folder`` (the study holds its lock)."""
+    patterns = [temporary_file_pattern(name) for name in names]
+    if not folder.is_dir():
+        return []
+    removed = []
+    for entry in sorted(folder.iterdir()):
+        if any(p.fullmatch(entry.name) for p in patterns) and entry.is_file() and not entry.is_symlink():
+            entry.unlink()
+            removed.append(entry)
+    return removed
 
 
 def describe(paths: Iterable[Path], root: Path, limit: int = 10) -> str:

@@ -23,7 +23,7 @@ file keeps two studies out of the same output folder.
 
 The study deletes only what it wrote. Before any stage runs, and again whenever it replaces or removes a folder, it
 checks that everything there is its own (:func:`~monai_adv.study.ownership.foreign_files`); otherwise it stops with a
-:class:`StudyError` naming the foreign files.
+:class:`StudyError` naming the foreign files. It also removes the temporary files a killed ledger write left.
 """
 
 from __future__ import annotations
@@ -40,9 +40,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from monai_adv.study.ledger import Ledger, code_digest, fingerprint, library_versions, sha256_file
+from monai_adv.study.ledger import LEDGER_NAME, Ledger, code_digest, fingerprint, library_versions, sha256_file
 from monai_adv.study.ownership import (
-    Kind, describe, foreign_files, start_working_folder, write_manifest,
+    MANIFEST_NAME, Kind, describe, foreign_files, remove_stale_temporaries, start_working_folder, write_manifest,
 )
 from monai_adv.study.paper_figures import comparable_dataset
 from monai_adv.study.setup import BundleSetup, prepare_bundle
@@ -244,6 +244,7 @@ def _run_bundle_stage(setup: BundleSetup, stage: BundleStage, ledger: Ledger, ct
 
             resumed = resume_epoch(partial / RESUME_FILE)
             resumed = -1 if resumed is None else resumed
+            remove_stale_temporaries(partial, [MARKER, OVERRIDES, MANIFEST_NAME])
         else:
             _remove_working_folder(partial, stage.name, ctx.output)
     start_working_folder(partial, stage.name)
@@ -370,6 +371,10 @@ def run_study(
         threads = 1 if profile == "demo" else None
     output = Path(output).resolve()
     with _study_lock(output):
+        for stale in remove_stale_temporaries(output, [LEDGER_NAME]) + [
+            path for name in bundles for path in remove_stale_temporaries(output / name, [LEDGER_NAME])
+        ]:
+            log(f"[study] removed {stale.relative_to(output)}: the temporary file of an interrupted ledger write")
         _check_own(
             [place for name in bundles for stage in BUNDLE_STAGES for place in _places(output / name, stage.name)]
             + [place for name in STUDY_STAGES for place in _places(output, name)],
