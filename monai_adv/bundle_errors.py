@@ -10,20 +10,37 @@ is printed as before, then the buried error once more as the final line on stder
     monai_adv.io.DataError: nodule-17 (/data/missing.dcm): image file not found
     error: cannot write /out/models/model.pt: No space left on device
 
+It also makes such a run end with exit status 1 and that line last, instead of ``terminate called without an active
+exception`` and SIGABRT (exit -6). MONAI's ``CacheDataset`` fills its cache with a thread pool; when one image fails,
+the pool is terminated but its worker thread is not joined, and it goes on transforming the next image inside torch
+with the GIL released. If the interpreter is finalizing when that torch call returns, CPython ends the daemon thread
+with ``pthread_exit``, whose forced unwinding through torch's C++ frames (pybind11's ``gil_scoped_release``
+destructor, ``noexcept``) calls ``std::terminate``. :func:`finish_pool_workers`, run at exit (before finalization,
+for an uncaught exception and for ``sys.exit`` alike), waits for every thread-pool worker still inside a task.
+
 Other programs are unaffected unless they import this module or call :func:`install`.
 """
 
 from __future__ import annotations
 
+import atexit
 import errno
 import sys
+import threading
+import time
 from collections.abc import Callable
 from types import TracebackType
 
 from monai_adv.io import DataError
 from monai_adv.utils import WriteError
 
-__all__ = ["bad_input_error", "write_error", "final_line", "excepthook", "install"]
+__all__ = [
+    "bad_input_error", "write_error", "final_line", "excepthook", "install", "finish_pool_workers",
+    "POOL_WORKER_WAIT_S",
+]
+
+# the longest the exit waits for thread-pool workers to finish their task (one image's transforms)
+POOL_WORKER_WAIT_S = 300.0
 
 WRITE_ONLY_ERRNOS = frozenset(
     code for code in (errno.ENOSPC, getattr(errno, "EDQUOT", None), errno.EROFS, errno.EFBIG) if code is not None
@@ -104,8 +121,51 @@ def excepthook(
         sys.stderr.flush()
 
 
+def _busy_pool_workers() -> list[threading.Thread]:
+    """Worker threads of ``multiprocessing.pool.ThreadPool`` s that are running a task: their innermost Python frame
+    is the task's, not the pool's worker loop (which waits for the next task or has finished)."""
+    pool = sys.modules.get("multiprocessing.pool")
+    if pool is None:  # no pool was ever made
+        return []
+    frames = sys._current_frames()
+    busy = []
+    for thread in threading.enumerate():
+        if thread is threading.current_thread() or getattr(thread, "_target", None) is not pool.worker:
+            continue
+        frame = frames.get(thread.ident) if thread.ident is not None else None
+        if frame is not None and frame.f_code is not pool.worker.__code__:
+            busy.append(thread)
+    return busy
+
+
+def finish_pool_workers(timeout: float = POOL_WORKER_WAIT_S, poll: float = 0.01) -> list[str]:
+    """Wait until no thread-pool worker thread is running a task, at most ``timeout`` seconds.
+
+    A terminated pool's workers (MONAI's ``CacheDataset`` after a failed image) end after their current task; an
+    idle worker of a pool still open waits in the pool's queue, in C code that CPython can end safely, and is not
+    waited for. Registered with :mod:`atexit` by :func:`install`.
+
+    Returns:
+        the names of the workers still running a task when ``timeout`` ran out (empty when none was left).
+    """
+    deadline = time.monotonic() + timeout
+    busy = _busy_pool_workers()
+    while busy and time.monotonic() < deadline:
+        time.sleep(poll)
+        busy = _busy_pool_workers()
+    return [thread.name for thread in busy]
+
+
+_exit_wait_registered = False
+
+
 def install() -> None:
-    """Chain :func:`excepthook` in front of the current ``sys.excepthook``; calling it again changes nothing."""
+    """Chain :func:`excepthook` in front of the current ``sys.excepthook`` and register :func:`finish_pool_workers`
+    to run at exit; calling it again changes nothing."""
+    global _exit_wait_registered
+    if not _exit_wait_registered:
+        atexit.register(finish_pool_workers)
+        _exit_wait_registered = True
     if getattr(sys.excepthook, "_monai_adv_bad_input", False):
         return
     previous = sys.excepthook

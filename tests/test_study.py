@@ -23,6 +23,7 @@ import pytest
 
 from monai_adv.study.compare_datasets import compare_datasets, paper_susceptibility
 from monai_adv.study.ledger import Ledger, data_digest, fingerprint
+from monai_adv.study.ownership import MANIFEST_NAME
 from monai_adv.study.paper_figures import TABLE1, table1_rows
 from monai_adv.study.setup import parse_override
 from monai_adv.study.susceptibility import Susceptibility, susceptibility, susceptibility_ratio
@@ -178,7 +179,7 @@ def test_report_holds_every_table_and_figure_with_the_papers_figures(runs):
     assert len(figures) == 5
     for name in figures:
         assert (report / name).read_bytes()[:8] == PNG, name
-    assert sorted(p.name for p in report.iterdir()) == sorted(figures + ["report.md"])
+    assert sorted(p.name for p in report.iterdir()) == sorted(figures + ["report.md", MANIFEST_NAME])
     assert str(runs["A"]) not in text  # no output path: the same study gives the same report anywhere
 
 
@@ -206,6 +207,14 @@ def test_changed_inputs_redo_their_stages_and_the_rest_is_skipped(runs, tmp_path
     ran = {line.split("]")[1].split(":")[0].strip() for line in log.splitlines() if "done in" in line}
     assert ran == {"evaluate"}, log
     assert metrics.read_text() == original
+    # a file of the user's in a folder the study would replace: it stops before running anything, naming it
+    notes = c / BUNDLE / "compare" / "notes.txt"
+    notes.write_text("mine")
+    process = start(c, runs["data"], "--set", "adversarial_train:learning_rate=0.002")
+    assert process.wait(timeout=300) == 1
+    log = (c.parent / f"{c.name}.log").read_text()
+    assert f"study stopped: {c} holds files the study did not write" in log and f"{BUNDLE}/compare/notes.txt" in log
+    assert "running" not in log and notes.read_text() == "mine"
 
 
 # units --------------------------------------------------------------------------------------------------------------

@@ -26,6 +26,19 @@ __all__ = ["main", "build_parser"]
 DEFAULT_BUNDLE = "lung_nodule_ct_classification"
 
 
+# argparse formats help with %: a literal percent sign is written %%
+SET_HELP = (
+    "override a config id for every stage or for one (value read as JSON when it parses); repeatable, e.g. --set "
+    "max_epochs=5 --set adversarial_train:max_epochs=3. Values are MONAI config syntax, read by the study and by "
+    "every bundle run. TRUST WARNING: a string starting with '$' is executed as Python code, a string that is "
+    "exactly '@ID' is a reference to another config id, a string starting with '%%' is a macro (a copy of another "
+    "id, also from another file), and a JSON object with '_target_' is instantiated (the callable it names is "
+    "called); only use values you trust. MONAI has no escape character: to pass a literal string starting with '$', "
+    "'%%' or '@', write it as a Python string expression, e.g. --set 'tag=$\"$abc\"' gives $abc, '$\"%%abc\"' "
+    "gives %%abc and '$\"\\x40abc\"' gives @abc (inside an expression '@' starts a reference)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundles", nargs="+", default=[DEFAULT_BUNDLE],
@@ -37,8 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="demo: configs/demo.json on top (32 x 32, VGG16 at 1/8 width, CPU); paper: the bundle "
                              "as shipped (Table S3). Default: demo on the demo data, paper with --dataset_dir")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="[STAGE:]ID=VALUE",
-                        help="override a config id for every stage or for one (value read as JSON when it parses); "
-                             "repeatable, e.g. --set max_epochs=5 --set adversarial_train:max_epochs=3")
+                        help=SET_HELP)
     parser.add_argument("--threads", type=int, default=-1,
                         help="CPU threads per bundle run (OMP_NUM_THREADS); default 1 in the demo profile, torch's "
                              "default in the paper profile; 0 leaves torch's default")

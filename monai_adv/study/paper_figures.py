@@ -6,11 +6,13 @@ printed. Nothing here is computed from our runs.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "CITATION", "PaperDataset", "PAPER_DATASETS", "BUNDLE_DATASETS", "TABLE1", "TABLE_S5", "TABLE_S5_EPS", "TABLE2",
-    "SUSCEPTIBILITY_TEXT", "ADVERSARIAL_TRAINING_GAIN", "paper_dataset", "table1_rows",
+    "SUSCEPTIBILITY_TEXT", "ADVERSARIAL_TRAINING_GAIN", "paper_dataset", "comparable_dataset", "table1_rows",
 ]
 
 CITATION = "Joel et al., JCO Clin Cancer Inform 2022;6:e2100170"
@@ -18,19 +20,24 @@ CITATION = "Joel et al., JCO Clin Cancer Inform 2022;6:e2100170"
 
 @dataclass(frozen=True)
 class PaperDataset:
-    """A column of the paper's tables: its name there, the data set behind it and whether it is medical."""
+    """A column of the paper's tables: its name there, the data set behind it and whether it is medical; and the
+    data lists that are that data set: ``prepared`` is the ``name`` our preparation script for it writes
+    (:mod:`monai_adv.prepare`), ``demo`` the name of the embedded demo data that stands in for it
+    (:mod:`monai_adv.demo`, data list ``demo: true``)."""
 
     column: str
     dataset: str
     medical: bool
+    prepared: str
+    demo: str
 
 
 PAPER_DATASETS: dict[str, PaperDataset] = {
-    "CT": PaperDataset("CT", "LIDC-IDRI lung nodules", True),
-    "Mammogram": PaperDataset("Mammogram", "CBIS-DDSM lesions", True),
-    "MRI": PaperDataset("MRI", "brain-metastasis registry (private)", True),
-    "MNIST": PaperDataset("MNIST", "MNIST digits", False),
-    "CIFAR-10": PaperDataset("CIFAR-10", "CIFAR-10 objects", False),
+    "CT": PaperDataset("CT", "LIDC-IDRI lung nodules", True, "lidc_idri", "lung_nodule_ct"),
+    "Mammogram": PaperDataset("Mammogram", "CBIS-DDSM lesions", True, "cbis_ddsm", "breast_lesion_mammography"),
+    "MRI": PaperDataset("MRI", "brain-metastasis registry (private)", True, "brain_mri", "brain_lesion_mri"),
+    "MNIST": PaperDataset("MNIST", "MNIST digits", False, "mnist", "mnist_digit"),
+    "CIFAR-10": PaperDataset("CIFAR-10", "CIFAR-10 objects", False, "cifar10", "cifar10_object"),
 }
 
 BUNDLE_DATASETS: dict[str, str] = {
@@ -98,6 +105,25 @@ def paper_dataset(bundle: str) -> PaperDataset | None:
     """The paper's column matching a bundle (by its name), or ``None`` for a bundle the paper did not study."""
     column = BUNDLE_DATASETS.get(bundle)
     return PAPER_DATASETS[column] if column else None
+
+
+def comparable_dataset(bundle: str, data: Mapping[str, Any]) -> PaperDataset | None:
+    """The paper's column for ``bundle`` when the data our run used is that column's data set, else ``None``.
+
+    Our data is the paper's data set when its data list was written by our preparation script for it (``name`` equal
+    to :attr:`PaperDataset.prepared`, no ``demo`` flag), or is the embedded demo data that stands in for it (``name``
+    equal to :attr:`PaperDataset.demo` and ``demo: true``). Any other data list (a user's own data set, or the demo
+    data of another bundle) is not: the paper's figures are not comparable with ours.
+
+    Args:
+        bundle: the bundle's name.
+        data: what :class:`~monai_adv.study.setup.BundleSetup` says about the data (``name``, ``demo``).
+    """
+    paper = paper_dataset(bundle)
+    if paper is None:
+        return None
+    name = data.get("name")
+    return paper if (name == paper.demo if data.get("demo") else name == paper.prepared) else None
 
 
 def table1_rows(column: str) -> list[dict[str, float | str]]:

@@ -2,9 +2,12 @@
 
 For every bundle: Table 1 (accuracy under each attack at each epsilon) with Figures 2 and 1; Table S5 and Figure 3
 (before and after adversarial training); Table 2 (triage by adversarial sensitivity, with confidence and margin
-triage at the same fraction). Then the susceptibility comparison across bundles. Every table has the paper's
-published figures in columns labelled as the paper's, and names the data set our run used. The report holds no
-timestamps or output paths, so the same stage outputs always give the same ``report.md``.
+triage at the same fraction). Then the susceptibility comparison across bundles. Every table names the data set our
+run used. The paper's data set is named, and its published figures set beside ours in columns labelled as the
+paper's, only when our data is that data set (:func:`~monai_adv.study.paper_figures.comparable_dataset`: the data
+list our preparation script wrote for it, or the demo data standing in for it); for any other data set the headings
+name it and the paper's figures are left out, with one sentence saying which data set they are for. The report holds
+no timestamps or output paths, so the same stage outputs always give the same ``report.md``.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from monai_adv.study.paper_figures import (
-    ADVERSARIAL_TRAINING_GAIN, CITATION, PAPER_DATASETS, TABLE1, TABLE2, TABLE_S5, TABLE_S5_EPS, paper_dataset,
+    ADVERSARIAL_TRAINING_GAIN, CITATION, PAPER_DATASETS, TABLE1, TABLE2, TABLE_S5, TABLE_S5_EPS, comparable_dataset,
+    paper_dataset,
 )
 from monai_adv.utils import atomic_write_text
 
@@ -93,12 +97,36 @@ def _units(settings: Mapping[str, Any]) -> str:
     return str(settings.get("native_units") or "native units")
 
 
+def not_comparable(bundle: BundleReport) -> str | None:
+    """The sentence saying that the paper's figures for this bundle are for another data set than ours, or ``None``
+    (they are comparable, or the paper has no such bundle)."""
+    studied = paper_dataset(bundle.name)
+    if studied is None or comparable_dataset(bundle.name, bundle.data) is not None:
+        return None
+    return (f"The paper's figures for this kind of model are for {studied.dataset} ({studied.column}); this run used "
+            f"{data_label(bundle)}, so they are not comparable and are left out.")
+
+
+def _classes(bundle: BundleReport) -> str:
+    names = bundle.settings.get("class_names")
+    if not isinstance(names, (list, tuple)) or not names:
+        return "- **Classes:** not set (`class_names`)."
+    line = "- **Classes** (the bundle's `class_names`, in label order): " + ", ".join(
+        f"{k} `{n}`" for k, n in enumerate(names)
+    ) + "."
+    listed = bundle.data.get("classes")
+    if isinstance(listed, list) and [str(n) for n in names] != listed:
+        line += (" The data list names its classes " + ", ".join(f"{k} `{n}`" for k, n in enumerate(listed))
+                 + ": labels are read by index, so `--set class_names=[...]` gives the report the data list's names.")
+    return line
+
+
 class _Bundle:
     """One bundle's section."""
 
     def __init__(self, bundle: BundleReport) -> None:
         self.b = bundle
-        self.paper = paper_dataset(bundle.name)
+        self.paper = comparable_dataset(bundle.name, bundle.data)  # None: the paper's figures are left out
         self.column = self.paper.column if self.paper else None
         self.ours = f"ours (%), {data_label(bundle)}"
         self.theirs = f"paper (%), {self.paper.dataset}" if self.paper else "paper (%)"
@@ -112,20 +140,26 @@ class _Bundle:
     def lines(self) -> list[str]:
         b, settings = self.b, self.b.settings
         metrics = _read_json(self.file("evaluate", "metrics.json"))
-        title = f"## {b.name}" + (f" ({self.column}: {self.paper.dataset})" if self.paper else "")
+        if self.paper:
+            title = f"## {b.name} ({self.column}: {self.paper.dataset})"
+            paper_data = f"- **Data, paper:** {self.paper.dataset}."
+        else:
+            title = f"## {b.name} ({data_label(b)})"
+            paper_data = f"- **Data, paper:** {not_comparable(b) or 'this kind of model is not in the paper.'}"
         size = settings.get("image_size")
         size = " x ".join(str(s) for s in size) if isinstance(size, (list, tuple)) else str(size)
+        clean = f"; **paper:** {_paper(TABLE1[self.column][('clean', 0.0)])} %" if self.column else ""
         lines = [
             title, "",
             f"- **Data, ours:** {b.data.get('label')}; {b.data.get('n_training')} training images (a 20 % validation "
             f"split carved by patient), {b.data.get('n_test')} test images.",
-            f"- **Data, paper:** {self.paper.dataset if self.paper else 'this data set is not in the paper'}.",
+            paper_data,
+            _classes(b),
             f"- **Model, ours:** PaperVGG16 at width {settings.get('network_width')}, input {size}, batch "
             f"{settings.get('batch_size')}, at most {settings.get('max_epochs')} epochs (patience "
             f"{settings.get('patience')}), profile `{settings.get('profile', 'demo')}`.",
             f"- **Clean test accuracy, ours:** {_pct(metrics.get('accuracy'))} % (ROC AUC "
-            f"{metrics.get('roc_auc', float('nan')):.3f}, n = {metrics.get('n')}); **paper:** "
-            f"{_paper(TABLE1[self.column][('clean', 0.0)]) if self.column else 'not reported'} %.",
+            f"{metrics.get('roc_auc', float('nan')):.3f}, n = {metrics.get('n')}){clean}.",
             "",
         ]
         return lines + self.table1() + self.table_s5() + self.table2()
@@ -139,6 +173,7 @@ class _Bundle:
         units = _units(self.b.settings)
         clean = next(r for r in rows if r["attack"] == "clean")
         body = [["no attack", "0", "0", _pct(clean["accuracy"]), _paper(paper.get(("clean", 0.0)))]]
+        comparable = self.paper is not None
         attacks = [a for a in ATTACKS if any(r["attack"] == a for r in rows)]
         attacks += sorted({r["attack"] for r in rows} - set(ATTACKS) - {"clean"})
         for attack in attacks:
@@ -148,14 +183,18 @@ class _Bundle:
                 body.append(
                     [attack, f"{eps:g}", _native(eps, self.b.settings), _pct(row["accuracy"]), _paper(published)]
                 )
+        header = ["attack", "eps", f"eps ({units})", self.ours, f"{self.theirs}, Table 1"]
+        if not comparable:
+            header, body = header[:-1], [row[:-1] for row in body]
         lines = [
             "### Table 1: accuracy under attack",
             "",
             f"FGSM, BIM (10 steps of eps/10) and PGD (10 steps of eps/4, random start) on the test set; eps is the "
-            f"L-infinity bound on the [0, 1] input and in {units}. The paper's column is its Table 1 "
-            f"({CITATION}); \"not reported\" where its grid has no such eps.",
+            f"L-infinity bound on the [0, 1] input and in {units}."
+            + (f" The paper's column is its Table 1 ({CITATION}); \"not reported\" where its grid has no such eps."
+               if comparable else ""),
             "",
-            *_table(["attack", "eps", f"eps ({units})", self.ours, f"{self.theirs}, Table 1"], body),
+            *_table(header, body),
         ]
         checks = sweep.get("checks", {})
         failed = [f"{name} ({c.get('message')})" for name, c in checks.items() if c.get("passed") is False]
@@ -214,26 +253,28 @@ class _Bundle:
         ratio = adversarial.get("adv_ratio")
         share = "-" if ratio is None else f"{100 * float(ratio):g} %"
         attack_name = str(adversarial.get("adv_attack", "pgd")).upper()
+        header = ["attack", f"{self.ours}: original", "ours (%): adversarially trained",
+                  f"{self.theirs}, Table S5: original", "paper (%): adversarially trained"]
+        if self.paper is None:
+            header, body = header[:3], [row[:3] for row in body]
         lines = [
             "### Table S5 and Figure 3: before and after adversarial training",
             "",
             f"Adversarial training (ours): {attack_name}-{adversarial.get('adv_steps')} examples at eps {adv_eps} "
             f"replacing {share} of every batch, from the clean model, at most {adversarial.get('max_epochs')} epochs, "
             "the checkpoint with the best white-box PGD accuracy on the validation split. Accuracy at eps "
-            f"{eps:g} ({_native(eps, self.b.settings)} {_units(self.b.settings)}); the paper's Table S5 is at eps "
-            f"{TABLE_S5_EPS:g}.",
+            f"{eps:g} ({_native(eps, self.b.settings)} {_units(self.b.settings)})"
+            + (f"; the paper's Table S5 is at eps {TABLE_S5_EPS:g}." if self.paper else "."),
             "",
-            *_table(
-                ["attack", f"{self.ours}: original", "ours (%): adversarially trained",
-                 f"{self.theirs}, Table S5: original", "paper (%): adversarially trained"],
-                body,
-            ),
+            *_table(header, body),
         ]
         if best is not None:
             published = ADVERSARIAL_TRAINING_GAIN.get(self.column) if self.column else None
+            paper_gain = (f"; paper: {'up to +%.1f points' % published if published is not None else 'not reported'}"
+                          if self.paper else "")
             lines += [
-                f"Largest gain under attack over the grid, ours: {best[0]:+.2f} points ({best[1]} at eps {best[2]:g}); "
-                f"paper: {'up to +%.1f points' % published if published is not None else 'not reported'}.",
+                f"Largest gain under attack over the grid, ours: {best[0]:+.2f} points ({best[1]} at eps {best[2]:g})"
+                f"{paper_gain}.",
                 "",
             ]
         full = []
@@ -293,7 +334,7 @@ class _Bundle:
                 _paper(paper["retained"]), f"{paper['change']:+.2f}", "about 20 %",
                 f"PGD flip below eps {paper['threshold']:g}",
             ])
-        else:
+        elif self.paper:
             body.append(["paper: adversarial sensitivity", "not reported for this data set", "-", "-", "-", "-", "-"])
         q = triage.get("q")
         share = f"{100 * q:g} %" if isinstance(q, (int, float)) else str(q)
@@ -304,7 +345,7 @@ class _Bundle:
             f"Refer the {share} of test images whose prediction PGD flips at the smallest eps (bisection of the "
             f"bracket [eps_lo, eps_hi] up to eps {eps_max}), "
             "and report the accuracy of the rest; confidence and margin triage refer as many images by the model's own "
-            "uncertainty. The paper's row is its Table 2.",
+            "uncertainty." + (" The paper's row is its Table 2." if self.paper else ""),
             "",
             *_table(["rule", "test set", "accuracy, all (%)", "accuracy, retained (%)", "change (points)", "referred",
                      "referral threshold"], body),
@@ -326,11 +367,13 @@ def _susceptibility(result: Mapping[str, Any], bundles: Sequence[BundleReport]) 
     for name, item in result["items"].items():
         column = item.get("paper_column")
         published = paper["items"].get(column) if column else None
+        bundle = by_name.get(name)
+        missing = "not comparable (another data set)" if bundle and not_comparable(bundle) else "not in the paper"
         body.append([
-            name, data_label(by_name[name]) if name in by_name else "-",
+            name, data_label(bundle) if bundle else "-",
             "medical" if item["medical"] else "non-medical",
             _pct(item["clean_accuracy"]), item["text"],
-            published["text"] if published else "not in the paper",
+            published["text"] if published else missing,
             (published.get("statement") or "-") if published else "-",
         ])
     ratio = result["ratio"]

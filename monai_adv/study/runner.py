@@ -10,6 +10,9 @@ Layout of the output folder::
     <output>/compare_datasets/                susceptibility.json / .csv / .png
     <output>/report/                          report.md and its PNG figures
 
+Every stage folder and working folder also holds the study's manifest (``.study_manifest.json``,
+:mod:`~monai_adv.study.ownership`).
+
 A stage runs into its ``.partial`` folder, which is renamed to ``<stage>/`` only when the stage has finished and
 written everything it must; then the ledger records it. A study killed at any moment (SIGKILL included) therefore
 leaves completed stages intact and at most one partial folder. On the next run a training stage whose partial
@@ -17,6 +20,10 @@ folder holds a resume file written with the same inputs continues after the last
 (:class:`~monai_adv.handlers.TrainingResume`); any other partial folder is discarded and its stage runs again.
 The bundle runs are child processes that the kernel kills with the study (Linux ``PR_SET_PDEATHSIG``), and a lock
 file keeps two studies out of the same output folder.
+
+The study deletes only what it wrote. Before any stage runs, and again whenever it replaces or removes a folder, it
+checks that everything there is its own (:func:`~monai_adv.study.ownership.foreign_files`); otherwise it stops with a
+:class:`StudyError` naming the foreign files. It also removes the temporary files a killed ledger write left.
 """
 
 from __future__ import annotations
@@ -27,14 +34,17 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from monai_adv.study.ledger import Ledger, code_digest, fingerprint, library_versions, sha256_file
-from monai_adv.study.paper_figures import BUNDLE_DATASETS
+from monai_adv.study.ledger import LEDGER_NAME, Ledger, code_digest, fingerprint, library_versions, sha256_file
+from monai_adv.study.ownership import (
+    MANIFEST_NAME, Kind, describe, foreign_files, remove_stale_temporaries, start_working_folder, write_manifest,
+)
+from monai_adv.study.paper_figures import comparable_dataset
 from monai_adv.study.setup import BundleSetup, prepare_bundle
 from monai_adv.study.stages import BUNDLE_STAGES, RESUME_FILE, STUDY_STAGES, BundleStage
 from monai_adv.utils import atomic_write_json
@@ -129,15 +139,55 @@ def _read_json(path: Path) -> Any:
 
 
 def _remove(path: Path) -> None:
+    """Delete ``path`` (a folder with everything in it); only for paths :func:`_check_own` accepted."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
         path.unlink()
 
 
-def _publish(partial: Path, final: Path) -> None:
-    """Replace ``final`` by ``partial`` with renames (the old folder is moved aside first, then deleted)."""
-    aside = final.with_name(f".{final.name}.old")
+def _partial(parent: Path, stage: str) -> Path:
+    """A stage's working folder."""
+    return parent / f".{stage}.partial"
+
+
+def _aside(final: Path) -> Path:
+    """Where a stage's published folder is moved while it is replaced."""
+    return final.with_name(f".{final.name}.old")
+
+
+def _places(parent: Path, stage: str) -> list[tuple[Path, Kind, str]]:
+    """Every folder of ``stage`` (under ``parent``) the study may replace or remove, with its kind."""
+    final = parent / stage
+    return [
+        (final, "published", stage), (_aside(final), "published", stage), (_partial(parent, stage), "partial", stage),
+    ]
+
+
+def _check_own(places: Iterable[tuple[Path, Kind, str]], output: Path) -> None:
+    """Raise a :class:`StudyError` naming every file in ``places`` that the study did not write."""
+    foreign = [f for path, kind, stage in places for f in foreign_files(path, kind, stage)]
+    if foreign:
+        raise StudyError(
+            f"{output} holds files the study did not write, in folders it replaces or removes: "
+            f"{describe(foreign, output)}. The study deletes only what it wrote: move them out of {output}, or choose "
+            "another --output."
+        )
+
+
+def _remove_working_folder(partial: Path, stage: str, output: Path) -> None:
+    """Delete a stage's working folder after checking that it is the study's."""
+    _check_own([(partial, "partial", stage)], output)
+    _remove(partial)
+
+
+def _publish(partial: Path, final: Path, stage: str, output: Path) -> None:
+    """Replace ``final`` by ``partial`` with renames (the old folder is moved aside first, then deleted), after
+    listing ``partial``'s files in its manifest and checking that ``final`` and a leftover aside folder hold only
+    the study's files."""
+    write_manifest(partial, stage)
+    aside = _aside(final)
+    _check_own([(final, "published", stage), (aside, "published", stage)], output)
     _remove(aside)
     if final.exists():
         os.rename(final, aside)
@@ -180,9 +230,9 @@ def _stage_inputs(setup: BundleSetup, stage: BundleStage, ledger: Ledger, ctx: _
 def _run_bundle_stage(setup: BundleSetup, stage: BundleStage, ledger: Ledger, ctx: _Context) -> StageOutcome:
     folder = ledger.folder
     inputs, payload = _stage_inputs(setup, stage, ledger, ctx)
-    partial = folder / f".{stage.name}.partial"
+    partial = _partial(folder, stage.name)
     if ledger.is_done(stage.name, inputs):
-        _remove(partial)
+        _remove_working_folder(partial, stage.name, ctx.output)
         ctx.log(f"[{setup.name}] {stage.name}: done before, inputs unchanged: skipped")
         return StageOutcome(setup.name, stage.name, "skipped")
     ledger.forget(stage.name)
@@ -194,9 +244,10 @@ def _run_bundle_stage(setup: BundleSetup, stage: BundleStage, ledger: Ledger, ct
 
             resumed = resume_epoch(partial / RESUME_FILE)
             resumed = -1 if resumed is None else resumed
+            remove_stale_temporaries(partial, [MARKER, OVERRIDES, MANIFEST_NAME])
         else:
-            _remove(partial)
-    partial.mkdir(parents=True, exist_ok=True)
+            _remove_working_folder(partial, stage.name, ctx.output)
+    start_working_folder(partial, stage.name)
     atomic_write_json(partial / MARKER, {"stage": stage.name, "inputs": inputs, "payload": payload})
     overrides = {
         **setup.data_overrides(),
@@ -234,7 +285,7 @@ def _run_bundle_stage(setup: BundleSetup, stage: BundleStage, ledger: Ledger, ct
         )
     for name in (RESUME_FILE, Path(RESUME_FILE).with_suffix(".json").name):
         _remove(partial / name)
-    _publish(partial, folder / stage.name)
+    _publish(partial, folder / stage.name, stage.name, ctx.output)
     ledger.record(
         stage.name, inputs, [f"{stage.name}/{p}" for p in stage.products], seconds=round(seconds, 1), run=ctx.run,
         resumed_after_epoch=resumed,
@@ -251,20 +302,20 @@ def _run_study_stage(
     ctx: _Context,
 ) -> StageOutcome:
     inputs = fingerprint(payload)
-    partial = ctx.output / f".{name}.partial"
+    partial = _partial(ctx.output, name)
     if ledger.is_done(name, inputs):
-        _remove(partial)
+        _remove_working_folder(partial, name, ctx.output)
         ctx.log(f"[study] {name}: done before, inputs unchanged: skipped")
         return StageOutcome(None, name, "skipped")
     ledger.forget(name)
-    _remove(partial)
-    partial.mkdir(parents=True)
+    _remove_working_folder(partial, name, ctx.output)
+    start_working_folder(partial, name)
     start = time.perf_counter()
     try:
         build(partial)
     except Exception as error:
         raise StudyError(f"study stage {name} failed: {error}") from error
-    _publish(partial, ctx.output / name)
+    _publish(partial, ctx.output / name, name, ctx.output)
     seconds = time.perf_counter() - start
     ledger.record(name, inputs, [f"{name}/{p}" for p in products], seconds=round(seconds, 1), run=ctx.run)
     ctx.log(f"[study] {name}: done in {seconds:.0f} s")
@@ -305,7 +356,8 @@ def run_study(
             in the last bits between thread counts, so it is part of every stage's fingerprint.
 
     Raises:
-        StudyError: naming the bundle and stage that failed.
+        StudyError: naming the bundle and stage that failed; or, before any stage runs, naming the files in the
+            study's folders (stage folders, working folders) that it did not write and would delete.
     """
     if not bundles:
         raise StudyError("no bundle to study")
@@ -327,6 +379,15 @@ def run_study(
             raise StudyError(f"{name}: {error}") from error
         setups.append(setup)
     with _study_lock(output):
+        for stale in remove_stale_temporaries(output, [LEDGER_NAME]) + [
+            path for name in bundles for path in remove_stale_temporaries(output / name, [LEDGER_NAME])
+        ]:
+            log(f"[study] removed {stale.relative_to(output)}: the temporary file of an interrupted ledger write")
+        _check_own(
+            [place for name in bundles for stage in BUNDLE_STAGES for place in _places(output / name, stage.name)]
+            + [place for name in STUDY_STAGES for place in _places(output, name)],
+            output,
+        )
         study_ledger = Ledger(output)
         run = int(study_ledger.data.get("runs", 0)) + 1
         study_ledger.data["runs"] = run
@@ -357,9 +418,12 @@ def _study_stages(
     from monai_adv.study.report import FIGURES, BundleReport, write_report
 
     sweeps = {s.name: "attack/attack_sweep.json" for s in setups}
+    # the paper's column beside ours only where our data is the paper's data set
+    columns = {s.name: getattr(comparable_dataset(s.name, s.data), "column", None) for s in setups}
     payload = {
         "stage": "compare_datasets",
-        "bundles": [[s.name, s.medical, ledgers[s.name].output_hashes("attack")[sweeps[s.name]]] for s in setups],
+        "bundles": [[s.name, s.medical, ledgers[s.name].output_hashes("attack")[sweeps[s.name]], columns[s.name]]
+                    for s in setups],
         "code": ctx.study_code,
     }
 
@@ -367,7 +431,7 @@ def _study_stages(
         rows = {s.name: json.loads((ctx.output / s.name / sweeps[s.name]).read_text(encoding="utf-8"))["rows"]
                 for s in setups}
         medical = {s.name: s.medical for s in setups}
-        compare_datasets(rows, medical, {s.name: BUNDLE_DATASETS.get(s.name) for s in setups}, folder)
+        compare_datasets(rows, medical, columns, folder)
 
     outcomes = [_run_study_stage("compare_datasets", payload, FILES, compare, study_ledger, ctx)]
     payload = {

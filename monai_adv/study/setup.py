@@ -38,6 +38,8 @@ def available_bundles(bundles_dir: str | os.PathLike) -> list[str]:
 def parse_override(text: str) -> tuple[str, str, Any]:
     """``[STAGE:]ID=VALUE`` -> (stage or ``"*"``, id, value); the value is read as JSON when it parses, else kept as a
     string (``max_epochs=3``, ``eps_grid=[0.001,0.004]``, ``adversarial_train:max_epochs=2``, ``device=cpu``).
+    The value is MONAI config syntax wherever it is read: a string starting with ``$`` is executed as Python code,
+    ``@ID`` is a reference, ``%...`` a macro, a dict with ``_target_`` is instantiated (see the ``--set`` help).
 
     Raises:
         ValueError: naming the text, when it has no ``=``, names an unknown stage, or sets an id the study manages.
@@ -76,7 +78,8 @@ class BundleSetup:
         profile: ``"demo"`` (``configs/demo.json`` on top: the CPU profile) or ``"paper"`` (the bundle as shipped).
         datalist_file: the data list every stage reads.
         data_digest: SHA-256 over the data list and its images.
-        data: what the report says about the data: ``label``, ``demo``, ``name``, ``n_training``, ``n_test``.
+        data: what the report says about the data: ``label``, ``short``, ``demo``, ``name``, ``classes`` (the data
+            list's, or ``None``), ``n_training``, ``n_test``.
         overrides: stage (or ``"*"``) -> id -> value, from ``--set``.
         settings: values the report quotes (image size, width, epochs, epsilons, grids, ...).
         medical: a medical model (for the susceptibility ratio).
@@ -158,8 +161,10 @@ def _describe_data(datalist_file: Path, dataset_dir: Path | None) -> dict[str, A
     else:
         label = f"prepared data set `{name}` from `{dataset_dir if dataset_dir is not None else datalist_file.parent}`"
     short = "demo data (synthetic)" if demo else f"data set `{name}`"
+    classes = datalist.get("classes")
     return {
         "label": label, "short": short, "demo": demo, "name": name,
+        "classes": [str(c) for c in classes] if isinstance(classes, list) else None,
         "n_training": len(datalist.get("training", [])), "n_test": len(datalist.get("test", [])),
     }
 

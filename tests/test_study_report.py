@@ -1,0 +1,110 @@
+"""The report names the paper's data set, and sets its figures beside ours, only when our data is that data set; for
+a user's own data set it names that data set and leaves the paper's figures out. Built from hand-made stage outputs
+and data lists (no training)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from monai_adv.study.compare_datasets import compare_datasets
+from monai_adv.study.paper_figures import comparable_dataset
+from monai_adv.study.report import BundleReport, write_report
+from monai_adv.study.setup import default_bundles_dir, prepare_bundle
+
+BUNDLE = "breast_lesion_mammography_classification"
+PNG = b"\x89PNG\r\n\x1a\n"
+SWEEP = [{"attack": "clean", "eps": 0.0, "accuracy": 0.8}] + [
+    {"attack": a, "eps": e, "accuracy": acc} for a in ("FGSM", "PGD", "BIM")
+    for e, acc in ((0.001, 0.6), (0.002, 0.35), (0.004, 0.2))
+]
+
+
+def stage_outputs(folder: Path) -> Path:
+    """The files the report reads from a bundle's stage folders, with made-up numbers."""
+    for stage in ("evaluate", "attack", "compare", "triage"):
+        (folder / stage).mkdir(parents=True)
+    (folder / "evaluate" / "metrics.json").write_text(json.dumps({"accuracy": 0.8, "roc_auc": 0.85, "n": 40}))
+    (folder / "attack" / "attack_sweep.json").write_text(json.dumps({"rows": SWEEP, "checks": {}}))
+    with (folder / "compare" / "robustness_comparison.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["model", "attack", "eps", "accuracy"])
+        for model, shift in (("original", 0.0), ("adversarially trained", 0.2)):
+            writer.writerow([model, "clean", 0.0, 0.8])
+            for attack in ("FGSM", "PGD", "BIM"):
+                writer.writerows([[model, attack, 0.002, 0.3 + shift], [model, attack, 0.003, 0.25 + shift]])
+    (folder / "triage" / "triage.json").write_text(json.dumps({
+        "n": 40, "q": 0.2, "accuracy_all": 0.8, "accuracy_retained": 0.85, "n_flagged": 8, "fraction_flagged": 0.2,
+        "threshold": 0.001, "settings": {"eps_max": 0.01},
+        "comparison": {"confidence": {"accuracy_all": 0.8, "accuracy_retained": 0.83, "n_flagged": 8,
+                                      "fraction_flagged": 0.2, "threshold": 0.7}},
+    }))
+    for name in ("attack/adversarial_examples.png", "attack/attack_sweep.png", "compare/robustness_comparison.png",
+                 "triage/triage.png"):
+        (folder / name).write_bytes(PNG)
+    return folder
+
+
+def datalist(folder: Path, name: str, classes: list[str], demo: bool = False) -> Path:
+    folder.mkdir(parents=True)
+    items = [{"id": f"img{k}", "image": f"images/img{k}.png", "label": k % 2, "patient_id": f"p{k}"} for k in range(4)]
+    (folder / "datalist.json").write_text(json.dumps(
+        {"name": name, "classes": classes, **({"demo": True} if demo else {}), "training": items[:3],
+         "test": items[3:]}
+    ))
+    return folder
+
+
+def report_for(tmp_path: Path, data_dir: Path, overrides: dict | None = None) -> tuple[str, str]:
+    """The report of the mammography bundle run on ``data_dir``: the whole text and the bundle's section."""
+    setup = prepare_bundle(BUNDLE, default_bundles_dir(), "paper", data_dir, overrides)
+    output = tmp_path / "study"
+    bundle = BundleReport(BUNDLE, stage_outputs(output / BUNDLE), setup.data, setup.settings, setup.medical)
+    column = getattr(comparable_dataset(BUNDLE, setup.data), "column", None)  # as the runner passes it
+    compare_datasets({BUNDLE: SWEEP}, {BUNDLE: True}, {BUNDLE: column}, output / "compare_datasets")
+    text = write_report(output / "report", [bundle], output / "compare_datasets").read_text()
+    section = text.split(f'<a id="{BUNDLE}"></a>')[1].split('<a id="susceptibility"></a>')[0]
+    return text, section
+
+
+def test_a_users_data_set_is_named_and_the_papers_figures_are_left_out(tmp_path):
+    data = datalist(tmp_path / "chest", "chest_xray_pneumonia", ["normal", "pneumonia"])
+    text, section = report_for(tmp_path, data, {"*": {"class_names": ["normal", "pneumonia"]}})
+    assert section.splitlines()[2] == f"## {BUNDLE} (data set `chest_xray_pneumonia`)"
+    assert "- **Classes** (the bundle's `class_names`, in label order): 0 `normal`, 1 `pneumonia`." in section
+    # the paper's data set only in the one sentence saying that its figures are not comparable
+    assert section.count("CBIS-DDSM") == 1
+    assert ("The paper's figures for this kind of model are for CBIS-DDSM lesions (Mammogram); this run used data "
+            "set `chest_xray_pneumonia`, so they are not comparable and are left out.") in section
+    assert "paper (%)" not in section and "**paper:**" not in section and "Table 1 (" not in section
+    for published in ("76.43", "45.36", "55.36", "80.13"):  # the paper's Tables 1, S5 and 2 for mammograms
+        assert published not in text
+    assert "| PGD | 0.002 | 0.51 | 35.00 |" in section  # ours, without a paper column
+    susceptibility = text.split('<a id="susceptibility"></a>')[1].split("## Paper's data sets")[0]
+    assert "not comparable (another data set)" in susceptibility and "data set `chest_xray_pneumonia`" in susceptibility
+
+
+def test_the_bundles_classes_are_stated_and_a_data_list_naming_others_is_pointed_out(tmp_path):
+    data = datalist(tmp_path / "chest", "chest_xray_pneumonia", ["normal", "pneumonia"])
+    _, section = report_for(tmp_path, data)
+    assert ("- **Classes** (the bundle's `class_names`, in label order): 0 `benign`, 1 `malignant`. The data list "
+            "names its classes 0 `normal`, 1 `pneumonia`") in section
+
+
+@pytest.mark.parametrize("name, demo", [("cbis_ddsm", False), ("breast_lesion_mammography", True)])
+def test_the_papers_data_set_or_its_demo_stand_in_gets_the_papers_figures(tmp_path, name, demo):
+    data = datalist(tmp_path / "data", name, ["benign", "malignant"], demo=demo)
+    text, section = report_for(tmp_path, data)
+    assert section.splitlines()[2] == f"## {BUNDLE} (Mammogram: CBIS-DDSM lesions)"
+    assert "paper (%), CBIS-DDSM lesions, Table 1" in section and "paper (%), CBIS-DDSM lesions, Table S5" in section
+    assert "| no attack | 0 | 0 | 80.00 | 76.43 |" in section and "CBIS-DDSM lesions (Table 2)" in section
+    assert "not comparable" not in text
+
+
+@pytest.mark.parametrize("name, demo", [("lung_nodule_ct", True), ("cbis_ddsm", True), ("lidc_idri", False)])
+def test_another_bundles_data_is_not_the_papers_data_set_of_this_bundle(name, demo):
+    assert comparable_dataset(BUNDLE, {"name": name, "demo": demo}) is None
+    assert comparable_dataset("unknown_bundle", {"name": "cbis_ddsm"}) is None
