@@ -160,13 +160,15 @@ def test_batch_shard_sampler_hands_out_whole_batches_of_the_single_process_order
         BatchShardSampler(range(20), 8, num_replicas=4, rank=0)
 
 
-def test_gather_by_id_drops_duplicates_and_sorts_by_id():
-    ids = ["c", "a", "b", "a"]  # "a" twice, as a padded shard repeats items
-    values = {"x": torch.tensor([3.0, 1.0, 2.0, 9.0]), "flags": np.array([[1, 0], [0, 1], [1, 1], [0, 0]], bool)}
-    unique, out = gather_by_id(ids, values)
+def test_gather_by_id_sorts_by_id_and_refuses_duplicates_in_one_process():
+    values = {"x": torch.tensor([3.0, 1.0, 2.0]), "flags": np.array([[1, 0], [0, 1], [1, 1]], bool)}
+    unique, out = gather_by_id(["c", "a", "b"], values)
     assert unique == ["a", "b", "c"]
-    assert out["x"].tolist() == [1.0, 2.0, 3.0]  # the first occurrence is kept
+    assert out["x"].tolist() == [1.0, 2.0, 3.0]
     assert out["flags"].dtype == bool and out["flags"].tolist() == [[False, True], [True, True], [True, False]]
+    # without torchrun no shard is padded: a repeated id is two images sharing it, never merged silently
+    with pytest.raises(ValueError, match=r"used by more than one image, e\.g\. \['a'\]"):
+        gather_by_id(["c", "a", "b", "a"], {"x": torch.tensor([3.0, 1.0, 2.0, 9.0])})
     assert gather_by_id([], {"x": torch.zeros(0, 2)})[1]["x"].shape == (0, 2)
     with pytest.raises(ValueError, match="rows"):
         gather_by_id(["a"], {"x": torch.zeros(2)})
@@ -218,7 +220,8 @@ def bundle_data(tmp_path_factory) -> dict[str, Path]:
             loss.backward()
             opt.step()
     (root / "models").mkdir()
-    torch.save(net.state_dict(), root / "models" / "model.pt")
+    identity = parser.get_parsed_content("model_identity").state_dict()  # saved as the bundle saves it
+    torch.save({"model": net.state_dict(), "identity": identity}, root / "models" / "model.pt")
     return {"root": root, "demo": demo, "datalist": root / "datalist.json", "ckpt": root / "models" / "model.pt"}
 
 
@@ -232,7 +235,7 @@ def run_bundle(config_names: list[str], output_dir: Path, data: dict[str, Path],
     if nproc > 1:
         command += ["-m", "torch.distributed.run", "--standalone", "--nnodes=1", f"--nproc_per_node={nproc}"]
     command += ["-m", "monai.bundle", "run", "--config_file", str(files), "--output_dir", str(output_dir)]
-    command += ["--datalist_file", str(data["datalist"]), *extra]
+    command += ["--dataset_dir", str(data["datalist"].parent), *extra]
     env = dict(os.environ, MONAI_ADV_DEMO_DIR=str(data["demo"]), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -288,9 +291,10 @@ def test_adversarial_training_under_torchrun(bundle_data, tmp_path):
 
     parser = ConfigParser()
     parser.read_config([str(CONFIGS / "inference.json"), str(CONFIGS / "demo.json")])
+    parser["output_dir"] = str(tmp_path)
     net = parser.get_parsed_content("network_def")
     robust = torch.load(tmp_path / "models" / "model_adversarial.pt", map_location="cpu", weights_only=True)
     net.load_state_dict(robust.get("model", robust))
-    clean = torch.load(bundle_data["ckpt"], map_location="cpu", weights_only=True)
+    clean = torch.load(bundle_data["ckpt"], map_location="cpu", weights_only=True)["model"]
     assert not torch.equal(net.state_dict()["features.0.weight"], clean["features.0.weight"])
     assert len(writers(tmp_path / "tensorboard")) == 1

@@ -516,3 +516,26 @@ def test_prepared_folder_runs_the_whole_study(tmp_path):
     assert "own_ct" in report
     # the report names the data set's classes (the report is being changed in parallel to carry them)
     assert all(c in report for c in CLASSES), "report.md does not name the data set's classes"
+
+
+def test_the_study_runner_prepares_images_itself(tmp_path, monkeypatch):
+    """``run_study.py --images <folder>``: the folder is prepared into ``<output>/dataset`` and that data set is
+    studied; a folder that cannot be prepared stops the study before anything runs."""
+    from monai_adv.study import cli
+
+    tcia_tree(tmp_path / "source", {"solid": 6, "subsolid": 6})
+    studied = {}
+
+    def fake_run_study(bundles, output, bundles_dir, dataset_dir, *args, **kwargs):
+        studied["dataset_dir"] = dataset_dir
+        raise cli.StudyError("stopped by the test")
+
+    monkeypatch.setattr(cli, "run_study", fake_run_study)
+    assert cli.main(["--images", str(tmp_path / "source"), "--output", str(tmp_path / "study")]) == 1
+    assert studied["dataset_dir"] == tmp_path / "study" / "dataset"
+    assert load(tmp_path / "study" / "dataset" / "datalist.json")["classes"] == ["solid", "subsolid"]
+    (tmp_path / "one_class" / "solid").mkdir(parents=True)
+    write_png(tmp_path / "one_class" / "solid" / "a.png")
+    studied.clear()
+    assert cli.main(["--images", str(tmp_path / "one_class"), "--output", str(tmp_path / "study2")]) == 1
+    assert not studied and not (tmp_path / "study2" / "dataset" / "datalist.json").exists()

@@ -4,6 +4,7 @@
     python scripts/run_study.py --bundles all                     # all five bundles and the susceptibility ratio
     python scripts/run_study.py --bundles lung_nodule_ct_classification --dataset_dir <prepared LIDC> --output lidc
     python scripts/run_study.py --set max_epochs=5 --set adversarial_train:max_epochs=3
+    python scripts/run_study.py --images <class folders or table.csv> --profile demo --output mine   # your own images
 
 It runs, per bundle, train, evaluate, attack (sweep), adversarial_train, compare (sweep again, both models) and
 triage, then compares the data sets and writes ``<output>/report/report.md`` with its figures. Run it again after an
@@ -18,6 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from monai_adv.io import DataError
 from monai_adv.study.runner import StudyError, run_study
 from monai_adv.study.setup import available_bundles, default_bundles_dir, parse_override
 
@@ -39,13 +41,28 @@ SET_HELP = (
 )
 
 
+def prepare_images(source: Path, dataset_dir: Path) -> Path:
+    """``source`` (class folders or a table of images) prepared into ``dataset_dir`` with
+    :func:`monai_adv.prepare.folder.prepare_folder`'s defaults; returns ``dataset_dir``."""
+    from monai_adv.prepare.folder import prepare_folder
+
+    path = prepare_folder(source, dataset_dir)
+    print(f"[study] prepared {source} -> {path}", flush=True)
+    return dataset_dir
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundles", nargs="+", default=[DEFAULT_BUNDLE],
                         help="bundle names (space- or comma-separated) or 'all' (default: %(default)s)")
     parser.add_argument("--output", type=Path, default=Path("study"), help="output folder (default: %(default)s)")
-    parser.add_argument("--dataset_dir", type=Path, default=None,
-                        help="a prepared data set (its datalist.json) instead of the demo data; one bundle at a time")
+    data = parser.add_mutually_exclusive_group()
+    data.add_argument("--dataset_dir", type=Path, default=None,
+                      help="a prepared data set (its datalist.json) instead of the demo data; one bundle at a time")
+    data.add_argument("--images", type=Path, default=None, metavar="FOLDER_OR_TABLE",
+                      help="your own images: a folder <FOLDER>/<class>/... or a table path,label[,patient_id], "
+                           "prepared into <output>/dataset by scripts/prepare_folder.py's defaults, then studied "
+                           "(for its options, run scripts/prepare_folder.py yourself and pass --dataset_dir)")
     parser.add_argument("--profile", choices=("demo", "paper"), default=None,
                         help="demo: configs/demo.json on top (32 x 32, VGG16 at 1/8 width, CPU); paper: the bundle "
                              "as shipped (Table S3). Default: demo on the demo data, paper with --dataset_dir")
@@ -79,16 +96,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = " ".join(
         ["scripts/run_study.py", "--bundles", ",".join(dict.fromkeys(bundles))]
         + ([f"--dataset_dir {args.dataset_dir}"] if args.dataset_dir else [])
+        + ([f"--images {args.images}"] if args.images else [])
         + ([f"--profile {args.profile}"] if args.profile else [])
         + [f"--set {text}" for text in args.overrides]
     )  # the report quotes it: no output folder, so the same study gives the same report anywhere
+    dataset_dir = args.dataset_dir
     try:
+        if args.images is not None:
+            dataset_dir = prepare_images(args.images, args.output / "dataset")
         result = run_study(
-            list(dict.fromkeys(bundles)), args.output, bundles_dir, args.dataset_dir, args.profile, overrides,
+            list(dict.fromkeys(bundles)), args.output, bundles_dir, dataset_dir, args.profile, overrides,
             log=lambda line: print(line, flush=True), command=command,
             threads=None if args.threads == 0 else args.threads,
         )
-    except StudyError as error:
+    except (StudyError, DataError) as error:
         print(f"study stopped: {error}", file=sys.stderr, flush=True)
         return 1
     except KeyboardInterrupt:
