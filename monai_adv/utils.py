@@ -11,6 +11,7 @@ import errno
 import json
 import math
 import os
+import re
 import secrets
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +29,7 @@ __all__ = [
     "atomic_torch_save",
     "finite_or_none",
     "ensure_writable_dir",
+    "temporary_file_pattern",
 ]
 
 WRITE_ERRNOS = frozenset(
@@ -49,6 +51,19 @@ class OutputDirError(DataError):
     line (:mod:`monai_adv.bundle_errors`)."""
 
 
+_TOKEN_BYTES = 6  # the random part of a temporary name: 12 hex digits
+
+
+def _temporary_name(name: str, token: str) -> str:
+    return f".{name}.{token}.tmp{''.join(Path(name).suffixes)}"
+
+
+def temporary_file_pattern(name: str) -> re.Pattern[str]:
+    """The names :func:`atomic_write` gives its temporary files for a file called ``name``
+    (``.<name>.<12 hex digits>.tmp<name's suffixes>``): what a write killed midway leaves behind."""
+    return re.compile(re.escape(_temporary_name(name, "@")).replace("@", f"[0-9a-f]{{{2 * _TOKEN_BYTES}}}"))
+
+
 def _create_temp(path: Path) -> Path:
     """Create an empty, new temporary file beside ``path`` and return its name.
 
@@ -57,9 +72,8 @@ def _create_temp(path: Path) -> Path:
     ``0o600``), the output ends up with the user's normal permissions. The name keeps ``path``'s suffixes so writers
     that pick a format from the extension still work.
     """
-    suffix = "".join(path.suffixes)
     for _ in range(100):
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp{suffix}"
+        tmp = path.parent / _temporary_name(path.name, secrets.token_hex(_TOKEN_BYTES))
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
         except FileExistsError:

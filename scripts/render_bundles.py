@@ -186,16 +186,16 @@ IMPORTS = [
 ]
 
 
-# Before any work: the folders a run writes must be writable, then the seed, then the data list is checked once
-# (every problem at once).
+# Before any work: the seed, the data list checked once (every problem at once, before anything is written), then
+# the folders the run writes made and proved writable.
 WRITABLE_OUTPUT = "$monai_adv.utils.ensure_writable_dir(@output_dir, 'output_dir')"
 WRITABLE_CHECKPOINTS = (
     "$monai_adv.utils.ensure_writable_dir(@validate#checkpoint_saver#save_dir, 'validate#checkpoint_saver#save_dir')"
 )
 SEED = "$monai.utils.set_determinism(seed=@seed)"
-TRAIN_INITIALIZE = [WRITABLE_OUTPUT, WRITABLE_CHECKPOINTS, SEED, "$@data#items"]
-EVALUATE_INITIALIZE = [WRITABLE_OUTPUT, SEED, "$@data#items"]
-EVALUATOR_INITIALIZE = [WRITABLE_OUTPUT, SEED, "$@data"]
+TRAIN_INITIALIZE = [SEED, "$@data#items", WRITABLE_OUTPUT, WRITABLE_CHECKPOINTS]
+EVALUATE_INITIALIZE = [SEED, "$@data#items", WRITABLE_OUTPUT]
+EVALUATOR_INITIALIZE = [SEED, "$@data", WRITABLE_OUTPUT]
 
 
 def common_ids(name: str, spec: dict[str, Any]) -> dict[str, Any]:

@@ -225,7 +225,7 @@ def test_a_ten_class_sweep_reports_accuracy_over_images(trained, demo_dir, tmp_p
     logged = float(evaluate_log.split("Metrics -- test_accuracy: ")[1].split()[0])
     assert logged == pytest.approx(metrics["accuracy"], abs=1e-4)
     run_bundle(configs(bundle, "attack", "demo"), tmp_path, demo_dir, "--ckpt_path", str(out / "models" / "model.pt"),
-               "--eps_grid", "[0.01]", "--attack_sweep#large_eps", "null")
+               "--eps_grid", "[0.01]", "--attack_sweep#large_eps", "None")
     report = json.loads((tmp_path / "attack_sweep.json").read_text())
     assert report["checks"]["eps0_is_clean"]["passed"], report["checks"]["eps0_is_clean"]
     clean = next(r for r in report["rows"] if r["attack"] == "clean")

@@ -72,9 +72,9 @@ def report_for(tmp_path: Path, data_dir: Path, overrides: dict | None = None) ->
 
 def test_a_users_data_set_is_named_and_the_papers_figures_are_left_out(tmp_path):
     data = datalist(tmp_path / "chest", "chest_xray_pneumonia", ["normal", "pneumonia"])
-    text, section = report_for(tmp_path, data, {"*": {"class_names": ["normal", "pneumonia"]}})
+    text, section = report_for(tmp_path, data)
     assert section.splitlines()[2] == f"## {BUNDLE} (data set `chest_xray_pneumonia`)"
-    assert "- **Classes** (the bundle's `class_names`, in label order): 0 `normal`, 1 `pneumonia`." in section
+    assert "- **Classes** (the data list's, in label order): 0 `normal`, 1 `pneumonia`." in section
     # the paper's data set only in the one sentence saying that its figures are not comparable
     assert section.count("CBIS-DDSM") == 1
     assert ("The paper's figures for this kind of model are for CBIS-DDSM lesions (Mammogram); this run used data "
@@ -85,13 +85,6 @@ def test_a_users_data_set_is_named_and_the_papers_figures_are_left_out(tmp_path)
     assert "| PGD | 0.002 | 0.51 | 35.00 |" in section  # ours, without a paper column
     susceptibility = text.split('<a id="susceptibility"></a>')[1].split("## Paper's data sets")[0]
     assert "not comparable (another data set)" in susceptibility and "data set `chest_xray_pneumonia`" in susceptibility
-
-
-def test_the_bundles_classes_are_stated_and_a_data_list_naming_others_is_pointed_out(tmp_path):
-    data = datalist(tmp_path / "chest", "chest_xray_pneumonia", ["normal", "pneumonia"])
-    _, section = report_for(tmp_path, data)
-    assert ("- **Classes** (the bundle's `class_names`, in label order): 0 `benign`, 1 `malignant`. The data list "
-            "names its classes 0 `normal`, 1 `pneumonia`") in section
 
 
 @pytest.mark.parametrize("name, demo", [("cbis_ddsm", False), ("breast_lesion_mammography", True)])

@@ -4,7 +4,6 @@ write, and ``--set`` warns that its values are code."""
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from monai_adv.study.ledger import LEDGER_NAME
 from monai_adv.study.ownership import MANIFEST_NAME, files_in, foreign_files, start_working_folder
 from monai_adv.study.runner import StudyError, _publish, run_study
 from monai_adv.study.setup import parse_override
+from monai_adv.utils import temporary_file_pattern
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,16 +59,22 @@ def published(folder: Path, stage: str, files: dict[str, str]) -> Path:
     return folder
 
 
-def stop_early(output: Path, tmp_path: Path) -> tuple[str, list[str]]:
-    """Run the study on ``output`` with a bundles folder that does not exist (it stops before any stage runs, at the
-    latest when it looks for the bundle); return the error and the log lines."""
+def stop_early(output: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, list[str]]:
+    """Run the study on ``output`` (the CT bundle on its demo data) with every bundle stage replaced by a stop, so
+    that it gets through its checks at the start and no further; return the error and the log lines."""
+    import monai_adv.study.runner as runner
+
+    def no_stage(*args, **kwargs):
+        raise StudyError("stopped by the test before the first stage")
+
+    monkeypatch.setattr(runner, "_run_bundle_stage", no_stage)
     lines: list[str] = []
     with pytest.raises(StudyError) as error:
-        run_study([BUNDLE], output, tmp_path / "no_bundles", log=lines.append)
+        run_study([BUNDLE], output, ROOT / "bundles", log=lines.append)
     return str(error.value), lines
 
 
-def test_foreign_files_stop_the_study_before_any_stage_and_are_kept(tmp_path):
+def test_foreign_files_stop_the_study_before_any_stage_and_are_kept(tmp_path, monkeypatch):
     output = tmp_path / "study"
     notes = output / "report" / "notes.txt"  # a folder the study did not make
     notes.parent.mkdir(parents=True)
@@ -81,7 +87,7 @@ def test_foreign_files_stop_the_study_before_any_stage_and_are_kept(tmp_path):
     working = output / BUNDLE / ".attack.partial" / "draft.csv"  # a working folder the study did not make
     working.parent.mkdir()
     working.write_text("mine")
-    message, lines = stop_early(output, tmp_path)
+    message, lines = stop_early(output, monkeypatch)
     for name in ("report/notes.txt", f"{BUNDLE}/train/models/my_model.pt", f"{BUNDLE}/.attack.partial/draft.csv"):
         assert name in message, message
     assert "susceptibility.json" not in message and "train/models/model.pt" not in message, message
@@ -148,20 +154,20 @@ def killed_ledger_write(folder: Path) -> Path:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SIGKILL")
-def test_the_next_run_removes_the_temporary_files_of_a_killed_ledger_write_and_nothing_else(tmp_path):
+def test_the_next_run_removes_the_temporary_files_of_a_killed_ledger_write_and_nothing_else(tmp_path, monkeypatch):
     output = tmp_path / "study"
     stale = [killed_ledger_write(output), killed_ledger_write(output / BUNDLE)]
-    assert all(re.fullmatch(r"\.study_state\.json\.[a-z0-9_]{8}\.tmp\.json", p.name) for p in stale)
-    kept = [output / ".study_state.json.abc.tmp.json", output / ".study_state.json.ABCDEFGH.tmp.json",
-            output / ".other.json.abcdefgh.tmp.json", output / "x.study_state.json.abcdefgh.tmp.json",
-            output / BUNDLE / "models" / ".study_state.json.abcdefgh.tmp.json",
-            output / "notes" / ".study_state.json.abcdefgh.tmp.json"]
+    assert all(temporary_file_pattern(LEDGER_NAME).fullmatch(p.name) for p in stale)
+    kept = [output / ".study_state.json.abc.tmp.json", output / ".study_state.json.ABCDEF012345.tmp.json",
+            output / ".other.json.abcdef012345.tmp.json", output / "x.study_state.json.abcdef012345.tmp.json",
+            output / BUNDLE / "models" / ".study_state.json.abcdef012345.tmp.json",
+            output / "notes" / ".study_state.json.abcdef012345.tmp.json"]
     for path in kept:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("not the study's")
     folder = output / ".study_state.json.abcdefg1.tmp.json"  # the pattern, but a folder
     folder.mkdir()
-    _, lines = stop_early(output, tmp_path)
+    _, lines = stop_early(output, monkeypatch)
     assert not any(p.exists() for p in stale)
     assert all(p.is_file() for p in kept) and folder.is_dir()
     assert sum("temporary file of an interrupted ledger write" in line for line in lines) == 2

@@ -20,28 +20,20 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
-from monai_adv.utils import atomic_write_json
+from monai_adv.utils import atomic_write_json, temporary_file_pattern
 
 __all__ = [
     "MANIFEST_NAME", "Kind", "start_working_folder", "write_manifest", "foreign_files", "files_in", "describe",
-    "temporary_file_pattern", "remove_stale_temporaries",
+    "remove_stale_temporaries",
 ]
 
 MANIFEST_NAME = ".study_manifest.json"
 FORMAT = 1
 Kind = Literal["published", "partial"]
-
-
-def temporary_file_pattern(name: str) -> re.Pattern[str]:
-    """The names :func:`monai_adv.utils.atomic_write` gives its temporary file for a file called ``name``:
-    ``.<name>.<8 characters of tempfile's alphabet>.tmp<name's suffixes>``."""
-    suffixes = "".join(Path(name).suffixes)
-    return re.compile(rf"\.{re.escape(name)}\.[a-z0-9_]{{8}}\.tmp{re.escape(suffixes)}")
 
 
 _MANIFEST_TEMPORARY = temporary_file_pattern(MANIFEST_NAME)

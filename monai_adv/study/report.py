@@ -111,14 +111,9 @@ def _classes(bundle: BundleReport) -> str:
     names = bundle.settings.get("class_names")
     if not isinstance(names, (list, tuple)) or not names:
         return "- **Classes:** not set (`class_names`)."
-    line = "- **Classes** (the bundle's `class_names`, in label order): " + ", ".join(
+    return "- **Classes** (the data list's, in label order): " + ", ".join(
         f"{k} `{n}`" for k, n in enumerate(names)
     ) + "."
-    listed = bundle.data.get("classes")
-    if isinstance(listed, list) and [str(n) for n in names] != listed:
-        line += (" The data list names its classes " + ", ".join(f"{k} `{n}`" for k, n in enumerate(listed))
-                 + ": labels are read by index, so `--set class_names=[...]` gives the report the data list's names.")
-    return line
 
 
 class _Bundle:
