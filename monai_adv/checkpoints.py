@@ -247,7 +247,8 @@ class ModelIdentity:
             return
         if not isinstance(state, Mapping):
             raise CheckpointError(f"{path}: its '{IDENTITY_KEY}' entry is not a mapping")
-        differs = [k for k in ("bundle", "network", "class_names") if _comparable(state.get(k)) != _comparable(self.state_dict()[k])]
+        mine = self.state_dict()
+        differs = [k for k in ("bundle", "network", "class_names") if _comparable(state.get(k)) != _comparable(mine[k])]
         if differs:
             raise CheckpointError(
                 f"{path}: checkpoint of another model: it was saved by {self.describe(state)}; this run is "

@@ -86,7 +86,8 @@ def fit_problems(
     if str(native_units or "").upper() == "HU" and not header.hounsfield and not declared_hu:
         kind = {
             "pil": "a PNG/JPEG image", "dicom": f"a DICOM image of Modality {header.modality or 'none'}",
-        }.get(header.format, "a NIfTI/NumPy file whose units are not declared HU (a data list's native_units; inference: input_units)")
+        }.get(header.format, "a NIfTI/NumPy file whose units are not declared HU (a data list's native_units; "
+              "inference: input_units)")
         problems.append(
             f"{kind} is not in Hounsfield units, but this run windows HU (native_units HU): use a bundle that "
             "scales intensities by percentiles, or data in HU"
@@ -232,7 +233,9 @@ def check_datalist(
             problems.append(f"{len(shared)} patient(s) on both the training and the test side, e.g. {shared[:5]}")
 
     training = found.get("training", [])
-    labelled = bool(classes) and all(isinstance(i, dict) and _label_problem(i.get("label"), classes) is None for i in training)
+    labelled = bool(classes) and all(
+        isinstance(i, dict) and _label_problem(i.get("label"), classes) is None for i in training
+    )
     if val_fraction and training and labelled:
         fit, validation = carve_validation(training, fraction=val_fraction, seed=seed)
         n_patients = len({str(i.get("patient_id") or i.get("id")) for i in training})

@@ -44,7 +44,8 @@ def _identifier_values(ds: Any) -> set[str]:
             values |= {v, v.replace("^", " ")}
             values |= {part for part in re.split(r"[\^ ]+", v) if len(part) >= 3}
             # identifiers built around a number (Calc-Test_P_00173_LEFT_CC): the number alone identifies too
-            values |= {part for part in re.split(r"[^0-9A-Za-z]+", v) if len(part) >= 3 and any(c.isdigit() for c in part)}
+            parts = re.split(r"[^0-9A-Za-z]+", v)
+            values |= {part for part in parts if len(part) >= 3 and any(c.isdigit() for c in part)}
     return values
 
 
@@ -103,7 +104,9 @@ def find_images(root: str | os.PathLike) -> list[FoundFile]:
     root = Path(root)
     found: list[FoundFile] = []
     owners: dict[str, Path] = {}
-    files = sorted(p for p in root.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    files = sorted(
+        p for p in root.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
     for file in files:
         relative = file.relative_to(root).as_posix()
         try:
@@ -196,7 +199,9 @@ def load_inference_items(
     if path.is_dir():
         found = find_images(path)
         items = [{"id": f.id, "image": str(f.path)} for f in found if f.candidate]
-        ignored = [Skipped(f.id, f"not an image file name ({f.path.suffix or 'no suffix'})") for f in found if not f.candidate]
+        ignored = [
+            Skipped(f.id, f"not an image file name ({f.path.suffix or 'no suffix'})") for f in found if not f.candidate
+        ]
         source = str(path)
     elif path.is_file() and path.name.lower().endswith(".json"):
         from monai_adv.datacheck import check_datalist

@@ -151,7 +151,9 @@ class AttackSweep:
         if large_eps is not None and large_eps_attack is None:
             self.large_eps_attack = partial(PGD, steps=50, step_size=large_eps / 25)
         if large_eps is not None and large_eps_samples < 1:
-            raise ValueError(f"AttackSweep: large_eps_samples must be at least 1 with large_eps set, got {large_eps_samples}")
+            raise ValueError(
+                f"AttackSweep: large_eps_samples must be at least 1 with large_eps set, got {large_eps_samples}"
+            )
         self.large_eps_samples = large_eps_samples
         self.max_large_eps_accuracy = max_large_eps_accuracy
         self.black_box = black_box
