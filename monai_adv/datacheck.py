@@ -150,19 +150,42 @@ def check_datalist(
         DataError: one error listing every problem found (up to :data:`MAX_LISTED`, then a count), each naming the
             data list section and the item.
     """
-    from monai_adv.datalist import carve_validation
-
     path = Path(datalist_file)
     datalist = _read(path)
     problems: list[str] = []
-    if dataset_dir is not None and Path(dataset_dir).is_dir():
-        folder = Path(dataset_dir).resolve()
-        if not path.resolve().is_relative_to(folder):
-            problems.append(
-                f"datalist_file {path} is not inside dataset_dir {dataset_dir}: two settings name different data "
-                "(is an overlay setting one of them?); set dataset_dir to the data list's folder, or datalist_file "
-                "to a file in dataset_dir"
+    if dataset_dir is not None and Path(dataset_dir).is_dir() and not path.resolve().is_relative_to(
+        Path(dataset_dir).resolve()
+    ):
+        problems.append(
+            f"datalist_file {path} is not inside dataset_dir {dataset_dir}: two settings name different data "
+            "(is an overlay setting one of them?); set dataset_dir to the data list's folder, or datalist_file "
+            "to a file in dataset_dir"
+        )
+    classes = _classes(path, datalist, class_names, require_labels, problems)
+    found = _sections(path, datalist, sections, problems)
+    problems += _duplicate_ids(datalist)
+    for section, items in found.items():
+        for index, item in enumerate(items):
+            problems += _item_problems(
+                section, index, item, classes, require_labels, datalist.get("native_units"),
+                spatial_dims, channels, native_units, check_images,
             )
+    problems += _shared_patients(found, datalist)
+    if val_fraction:
+        problems += _validation_split_problems(found.get("training", []), classes, val_fraction, seed)
+    if problems:
+        listed = problems[:MAX_LISTED]
+        more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
+        raise DataError(
+            f"{path}: {len(problems)} problem(s) found before any work started:\n  - " + "\n  - ".join(listed) + more
+        )
+    return found
+
+
+def _classes(
+    path: Path, datalist: dict[str, Any], class_names: Sequence[str] | None, require_labels: bool, problems: list[str]
+) -> list[str]:
+    """The data list's classes (the run's when it has none), appending what is wrong with them to ``problems``."""
     try:
         classes = datalist_classes(path)
     except DataError as error:
@@ -176,8 +199,12 @@ def check_datalist(
             f"the data list's classes {classes} differ from the run's class_names {list(class_names)}: labels would "
             "be read as the wrong classes"
         )
+    return classes
 
-    found: dict[str, list[Item]] = {}
+
+def _sections(path: Path, datalist: dict[str, Any], sections: Sequence[str], problems: list[str]) -> dict[str, list]:
+    """The non-empty sections asked for, image paths made absolute; a missing or empty one goes to ``problems``."""
+    found: dict[str, list] = {}
     for section in sections:
         raw = datalist.get(section)
         if raw is None:
@@ -189,69 +216,84 @@ def check_datalist(
             problems.append(f"[{section}] section is empty")
         else:
             found[section] = [_resolve(path, i) if isinstance(i, dict) else i for i in raw]
+    return found
 
+
+def _duplicate_ids(datalist: dict[str, Any]) -> list[str]:
+    """An id used by several items of any sections: each such id with every item using it."""
     owners: dict[str, list[str]] = defaultdict(list)
     for section in [s for s in datalist if isinstance(datalist.get(s), list) and s != "classes"]:
         for index, item in enumerate(datalist[section]):
             if isinstance(item, dict) and item.get("id") not in (None, ""):
                 owners[str(item["id"])].append(f"[{section}] #{index} ({item.get('image')})")
-    for item_id, where in owners.items():
-        if len(where) > 1:
-            problems.append(f"id {item_id!r} is used by {len(where)} items: {'; '.join(where)}")
+    return [f"id {item_id!r} is used by {len(where)} items: {'; '.join(where)}"
+            for item_id, where in owners.items() if len(where) > 1]
 
-    for section, items in found.items():
-        for index, item in enumerate(items):
-            if not isinstance(item, dict):
-                problems.append(f"[{section}] #{index}: not an item (a JSON object with id, image, label)")
-                continue
-            name = str(item.get("id") or f"#{index}")
-            where = f"[{section}] {name}"
-            needed = ("id", "image", "label") if require_labels else ("id", "image")
-            missing = [k for k in needed if item.get(k) in (None, "")]
-            if missing:
-                problems.append(f"{where}: no {', no '.join(repr(k) for k in missing)}")
-            if "label" in item and classes:
-                problem = _label_problem(item["label"], classes)
-                if problem:
-                    problems.append(f"{where}: {problem}")
-            if not check_images or not isinstance(item.get("image"), str) or not item["image"]:
-                continue
-            try:
-                header = read_header(item["image"], item=name, spatial_dims=spatial_dims)
-            except DataError as error:
-                problems.append(f"[{section}] {error}")
-                continue
-            for problem in fit_problems(header, item, channels, native_units, datalist.get("native_units")):
-                problems.append(f"{where} ({item['image']}): {problem}")
 
-    if "training" in found and "test" in datalist and isinstance(datalist["test"], list):
-        def patients(items: Sequence[Any]) -> set[str]:
-            return {str(i.get("patient_id") or i.get("id")) for i in items if isinstance(i, dict)}
+def _item_problems(
+    section: str, index: int, item: Any, classes: Sequence[str], require_labels: bool, declared_units: str | None,
+    spatial_dims: int | None, channels: int | None, native_units: str | None, check_images: bool,
+) -> list[str]:
+    """What is wrong with one item: its keys, its label, and (with ``check_images``) its image's header."""
+    if not isinstance(item, dict):
+        return [f"[{section}] #{index}: not an item (a JSON object with id, image, label)"]
+    name = str(item.get("id") or f"#{index}")
+    where = f"[{section}] {name}"
+    problems = []
+    needed = ("id", "image", "label") if require_labels else ("id", "image")
+    missing = [k for k in needed if item.get(k) in (None, "")]
+    if missing:
+        problems.append(f"{where}: no {', no '.join(repr(k) for k in missing)}")
+    if "label" in item and classes:
+        problem = _label_problem(item["label"], classes)
+        if problem:
+            problems.append(f"{where}: {problem}")
+    if not check_images or not isinstance(item.get("image"), str) or not item["image"]:
+        return problems
+    try:
+        header = read_header(item["image"], item=name, spatial_dims=spatial_dims)
+    except DataError as error:
+        return problems + [f"[{section}] {error}"]
+    return problems + [
+        f"{where} ({item['image']}): {problem}"
+        for problem in fit_problems(header, item, channels, native_units, declared_units)
+    ]
 
-        shared = sorted(patients(found["training"]) & patients(datalist["test"]))
-        if shared:
-            problems.append(f"{len(shared)} patient(s) on both the training and the test side, e.g. {shared[:5]}")
 
-    training = found.get("training", [])
+def _patient(item: dict[str, Any]) -> str:
+    return str(item.get("patient_id") or item.get("id"))
+
+
+def _shared_patients(found: dict[str, list], datalist: dict[str, Any]) -> list[str]:
+    """A patient on both the training and the test side."""
+    test = datalist.get("test")
+    if "training" not in found or not isinstance(test, list):
+        return []
+    training = {_patient(i) for i in found["training"] if isinstance(i, dict)}
+    shared = sorted(training & {_patient(i) for i in test if isinstance(i, dict)})
+    return [f"{len(shared)} patient(s) on both the training and the test side, e.g. {shared[:5]}"] if shared else []
+
+
+def _validation_split_problems(training: list, classes: Sequence[str], val_fraction: float, seed: int) -> list[str]:
+    """A class missing from the validation split the bundles carve by patient, or from the rest (checked only when
+    every training label is valid: the carving needs them)."""
+    from monai_adv.datalist import carve_validation
+
     labelled = bool(classes) and all(
         isinstance(i, dict) and _label_problem(i.get("label"), classes) is None for i in training
     )
-    if val_fraction and training and labelled:
-        fit, validation = carve_validation(training, fraction=val_fraction, seed=seed)
-        n_patients = len({str(i.get("patient_id") or i.get("id")) for i in training})
-        for part, items in (("validation split", validation), ("training split", fit)):
-            counts = Counter(int(i["label"]) for i in items)
-            absent = [c for k, c in enumerate(classes) if not counts.get(k)]
-            if absent:
-                problems.append(
-                    f"[training] the {part} (val_fraction {val_fraction}, carved by patient from {n_patients} "
-                    f"patient(s) and {len(training)} item(s)) has no item of class {', '.join(map(repr, absent))}: "
-                    "early stopping and checkpoint choice need every class on both sides; add patients"
-                )
-    if problems:
-        listed = problems[:MAX_LISTED]
-        more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
-        raise DataError(
-            f"{path}: {len(problems)} problem(s) found before any work started:\n  - " + "\n  - ".join(listed) + more
-        )
-    return found
+    if not training or not labelled:
+        return []
+    fit, validation = carve_validation(training, fraction=val_fraction, seed=seed)
+    n_patients = len({_patient(i) for i in training})
+    problems = []
+    for part, items in (("validation split", validation), ("training split", fit)):
+        counts = Counter(int(i["label"]) for i in items)
+        absent = [c for k, c in enumerate(classes) if not counts.get(k)]
+        if absent:
+            problems.append(
+                f"[training] the {part} (val_fraction {val_fraction}, carved by patient from {n_patients} "
+                f"patient(s) and {len(training)} item(s)) has no item of class {', '.join(map(repr, absent))}: "
+                "early stopping and checkpoint choice need every class on both sides; add patients"
+            )
+    return problems
