@@ -107,7 +107,9 @@ def _label_problem(label: Any, classes: Sequence[str]) -> str | None:
     if isinstance(label, str):
         hint = f" (class {classes.index(label)})" if label in classes else ""
         return f"label {label!r} is a string{hint}: data lists hold class indices 0..{len(classes) - 1}"
-    if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < len(classes):
+    if isinstance(label, bool) or not isinstance(label, int):
+        return f"label {label!r} is not an integer class index 0..{len(classes) - 1}"
+    if not 0 <= label < len(classes):
         return f"label {label!r} is outside the classes 0..{len(classes) - 1}"
     return None
 

@@ -187,7 +187,8 @@ def load_inference_items(
         input_units: the units of NIfTI and NumPy inputs that no data list declares (e.g. ``"HU"``).
 
     Returns:
-        Items ``{"id", "image"[, "label", ...]}`` with absolute image paths, ids unique.
+        Items ``{"id", "image"[, "label", ...]}`` with absolute image paths, ids unique; labels only when every item
+        has one (a batch mixing items with and without a label would not collate).
 
     Raises:
         DataError: a missing path, an empty selection, files that cannot be used (without ``skip_unreadable``),
@@ -196,6 +197,11 @@ def load_inference_items(
     path = Path(path)
     ignored: list[Skipped] = []
     declared = input_units
+    if path.is_dir() and (path / "datalist.json").is_file():
+        raise DataError(
+            f"input_path {path} holds a data list: pass --input_path {path / 'datalist.json'} to run on its "
+            f"'{key}' section (input_key chooses another), or a folder that holds images only"
+        )
     if path.is_dir():
         found = find_images(path)
         items = [{"id": f.id, "image": str(f.path)} for f in found if f.candidate]
@@ -220,6 +226,10 @@ def load_inference_items(
         log(f"{source}: left out {len(ignored)} file(s) whose names are not image names ({', '.join(suffixes)})")
     if not items:
         raise DataError(f"{source}: no images to run inference on")
+    if 0 < sum("label" in item for item in items) < len(items):
+        items = [{k: v for k, v in item.items() if k != "label"} for item in items]
+        if log is not None:
+            log(f"{source}: some items have a label and some do not: labels are left out of the predictions")
     problems: list[tuple[Item, DataError]] = []
     for item in items:
         try:
@@ -229,9 +239,10 @@ def load_inference_items(
     if problems and not skip_unreadable:
         listed = [str(e) for _, e in problems[:MAX_LISTED]]
         more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
+        named = f"; {len(ignored)} more whose names are not image names are left out" if ignored else ""
         raise DataError(
-            f"{source}: {len(problems)} of {len(items)} file(s) cannot be used (set skip_unreadable to true to "
-            "leave them out and list them in skipped.csv):\n  - " + "\n  - ".join(listed) + more
+            f"{source}: {len(problems)} of {len(items)} image file(s) cannot be used{named} (set skip_unreadable to "
+            "true to leave them out and list them in skipped.csv):\n  - " + "\n  - ".join(listed) + more
         )
     bad = {id(item) for item, _ in problems}
     kept = [item for item in items if id(item) not in bad]

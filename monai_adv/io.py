@@ -11,6 +11,7 @@ only the file name, modality and spacing.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,6 +100,13 @@ def _check_dicom_object(ds: Any, name: str) -> None:
             f"{name}: CT image without RescaleIntercept/RescaleSlope (required by the CT image IOD): its stored "
             "values are not Hounsfield units, and a CT window would read them wrongly"
         )
+    if "RescaleSlope" in ds:
+        try:
+            slope = float(ds.RescaleSlope)
+        except (TypeError, ValueError):
+            slope = math.nan
+        if not math.isfinite(slope) or slope == 0:
+            raise DataError(f"{name}: RescaleSlope {ds.RescaleSlope} would make every pixel the same value")
 
 
 def _read_dicom_dataset(path: str | os.PathLike, name: str, header_only: bool) -> Any:
@@ -168,14 +176,29 @@ def _read_nifti(path: str | os.PathLike, item: str | None) -> tuple[np.ndarray, 
     return arr[None], {"filename_or_obj": str(path), "format": "nifti", "modality": "", "spacing": spacing}
 
 
+GRAY_PIL_MODES = ("L", "I", "I;16", "F")
+
+
+def _pil_is_gray(img: Any) -> bool:
+    """A Pillow image with one gray channel: gray modes, bilevel, gray with alpha, or a palette of grays only."""
+    if img.mode in (*GRAY_PIL_MODES, "1", "LA"):
+        return True
+    if img.mode == "P":
+        palette = np.asarray(img.getpalette() or [], dtype=np.int64).reshape(-1, 3)
+        return bool(len(palette)) and bool((palette == palette[:, :1]).all())
+    return False
+
+
 def _read_pil(path: str | os.PathLike, item: str | None) -> tuple[np.ndarray, dict[str, Any]]:
     from PIL import Image
 
     try:
         with Image.open(path) as img:
             img.load()
-            if img.mode not in ("L", "I", "I;16", "F", "RGB"):
-                img = img.convert("RGB")
+            # one gray channel for every gray image (bilevel, gray + alpha, gray palette), RGB for the rest;
+            # an alpha channel is dropped
+            if img.mode not in (*GRAY_PIL_MODES, "RGB"):
+                img = img.convert("L" if _pil_is_gray(img) else "RGB")
             arr = np.asarray(img, dtype=np.float32)
     except Exception as e:
         raise DataError(f"{_name(item, path)}: not a readable image file: {e}") from e
@@ -299,7 +322,7 @@ def _pil_header(path: str | os.PathLike, name: str) -> ImageHeader:
     try:
         with Image.open(path) as img:
             width, height = img.size
-            channels = 1 if img.mode in ("L", "I", "I;16", "F") else 3
+            channels = 1 if _pil_is_gray(img) else 3
     except Exception as e:
         raise DataError(f"{name}: not a readable image file: {e}") from e
     return ImageHeader(str(path), "pil", (channels, height, width))

@@ -121,6 +121,9 @@ SPECS: dict[str, dict[str, Any]] = {
         "adv_eps": 0.004, "adv_max_epochs": 200,
         "triage_eps_max": 0.02,
         "prepare": "scripts/prepare_brain_mri.py",
+        "prepare_how": "The registry is private: list your own NIfTI volumes and lesions in a `lesions.csv` table "
+                       "(`patient_id, image, x, y, z, label`; see `monai_adv.prepare.brain_mri`) and convert them with",
+        "prepare_source": "folder of the volumes and lesions.csv",
         "paper": {"clean": 93.64, "pgd_0.004": 6.36, "table_s5_adv_pgd": 80.45, "triage_retained": 98.82},
     },
     "mnist_digit_classification": {
@@ -261,6 +264,12 @@ def load_transforms(with_label: bool) -> list[dict[str, Any]]:
             "keys": "image",
             "spatial_dims": "@spatial_dims",
             "channels": "@in_channels",
+        },
+        {
+            "_target_": "SelectItemsd",
+            "_desc_": "only the keys the engines use: batches of items with other optional keys would not collate",
+            "keys": ["image", "label", "id"],
+            "allow_missing_keys": True,
         },
     ]
     if with_label:
@@ -961,7 +970,7 @@ Informatics 2022) for {s['data_set']}, trained, evaluated and run in inference w
 attack sweeps, adversarial training and sensitivity triage.
 
 ## Data
-- Source: {s['data_set']}. Convert the publisher's files with `python {s['prepare']} --source <downloaded folder> --output <dataset_dir>`;
+- Source: {s['data_set']}. {s.get('prepare_how', 'Convert the publisher' + chr(39) + 's files with')} `python {s['prepare']} --source <{s.get('prepare_source', 'downloaded folder')}> --output <dataset_dir>`;
   it writes `datalist.json` (a MONAI data list of crops with label and pseudonymised patient id) and the crops. The
   split is 2:1 train:test **by patient**, classes balanced, seeded. A validation split (20 %) is carved from the
   training side, by patient, for early stopping and checkpoint choice; the test split is never used for either.

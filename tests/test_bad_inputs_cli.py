@@ -128,7 +128,7 @@ CASES = {
     ),
     "inference_rgb_for_gray_bundle": (
         ("inference",), {"input_path": "rgb_folder", "ckpt_path": "good_ckpt"},
-        ["monai_adv.io.DataError: {rgb_folder}: 1 of 1 file(s) cannot be used",
+        ["monai_adv.io.DataError: {rgb_folder}: 1 of 1 image file(s) cannot be used",
          "photo (", "photo.png): expected 1 channel(s), got 3"],
         "predictions.csv",
     ),

@@ -358,7 +358,7 @@ def test_inference_on_a_tcia_folder_predicts_every_file_and_skips_only_on_reques
     command += ["--input_path", str(tmp_path / "in")]
     refused = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT / "bundles" / bundle)
     assert refused.returncode != 0
-    assert "2 of 10 file(s) cannot be used" in refused.stderr and not (tmp_path / "out" / "predictions.csv").exists()
+    assert "2 of 10 image file(s) cannot be used" in refused.stderr and not (tmp_path / "out" / "predictions.csv").exists()
     result = subprocess.run(command + ["--skip_unreadable", "true"], capture_output=True, text=True, env=env,
                             cwd=ROOT / "bundles" / bundle)
     assert result.returncode == 0, result.stderr[-3000:]

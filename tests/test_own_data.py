@@ -313,7 +313,7 @@ def test_unusable_files_stop_inference_unless_skipped_into_skipped_csv(tmp_path)
     (folder / "notes.txt").write_text("not an image")
     with pytest.raises(DataError) as raised:
         load_inference_items(folder)
-    assert "2 of 5 file(s) cannot be used" in str(raised.value) and "skip_unreadable" in str(raised.value)
+    assert "2 of 5 image file(s) cannot be used; 1 more whose names are not image names are left out" in str(raised.value) and "skip_unreadable" in str(raised.value)
     assert "DICOMDIR" in str(raised.value) and "RT Structure Set Storage" in str(raised.value)
     lines = []
     items = load_inference_items(folder, skip_unreadable=True, skipped_file=tmp_path / "skipped.csv", log=lines.append)
@@ -348,3 +348,86 @@ def test_inference_takes_nifti_as_hu_only_when_declared(tmp_path):
     with pytest.raises(DataError, match=r"crop \(.*crop\.nii\.gz\): a NIfTI/NumPy file whose units are not declared HU"):
         load_inference_items(tmp_path, native_units="HU")
     assert [i["id"] for i in load_inference_items(tmp_path, native_units="HU", input_units="HU")] == ["crop"]
+
+
+def test_images_that_never_flip_are_referred_by_margin_not_by_their_order(tmp_path):
+    """With no image flipped below eps_max, the 20 % "most sensitive" used to be the first ids of the data list (one
+    class, as ids start with the class folder), and the report did not say so."""
+    from monai.engines import SupervisedEvaluator
+    from torch import nn
+    from torch.utils.data import DataLoader
+
+    from monai_adv.handlers import SensitivityTriage
+
+    class Margin(nn.Module):
+        """Logits ``[10 * mean, 0]``: class 0, margin ten times the image's mean, unflippable at eps 1e-4."""
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            mean = x.flatten(1).mean(1, keepdim=True)
+            return torch.cat([10 * mean, torch.zeros_like(mean)], dim=1)
+
+    means = [0.9, 0.8, 0.7, 0.6, 0.5, 0.45, 0.4, 0.35, 0.2, 0.1]  # the last two ids have the smallest margins
+    items = [{"image": torch.full((1, 4, 4), m), "label": torch.tensor(0), "id": f"case-{k}"} for k, m in enumerate(means)]
+    evaluator = SupervisedEvaluator(device=torch.device("cpu"), val_data_loader=DataLoader(items, batch_size=4),
+                                    network=Margin())
+    SensitivityTriage(str(tmp_path), ["a", "b"], q=0.2, eps_max=1e-4, restarts=1, steps=2).attach(evaluator)
+    evaluator.run()
+    rows = list(csv.DictReader((tmp_path / "sensitivity.csv").open()))
+    assert all(r["flipped"] == "0" for r in rows)
+    assert sorted(r["id"] for r in rows if r["flagged"] == "1") == ["case-8", "case-9"]
+    summary = json.loads((tmp_path / "triage.json").read_text())
+    assert summary["never_flipped"] == 10 and summary["referred_never_flipped"] == 2 and summary["tiebreak"] == "margin"
+
+
+def test_items_with_optional_keys_on_some_items_only_still_batch(tmp_path):
+    """``prepare_folder --grayscale`` marks only the RGB items ``to_grayscale``; MONAI collates a batch by the keys of
+    its first item, so a mixed batch crashed evaluation with a bare ``KeyError: 'to_grayscale'`` (and an item
+    without the optional ``patient_id`` did the same)."""
+    from monai.data import DataLoader, Dataset
+    from monai.transforms import Compose
+    from PIL import Image
+
+    items = []
+    for k in range(4):
+        rgb = k % 2 == 1
+        pixels = np.full((16, 16, 3) if rgb else (16, 16), 40 * k + 20, np.uint8)
+        pixels[4:8, 4:8] = 250
+        Image.fromarray(pixels).save(tmp_path / f"img{k}.png")
+        item = {"id": f"img{k}", "image": str(tmp_path / f"img{k}.png"), "label": k % 2}
+        items.append({**item, "to_grayscale": True} if rgb else {**item, "patient_id": f"p{k}"})
+    parser = ConfigParser()
+    parser.read_config(configs("breast_lesion_mammography_classification", "train", "demo"))
+    parser["class_names"] = ["a", "b"]
+    transforms = Compose(parser.get_parsed_content("train#deterministic_transforms"))
+    (batch,) = list(DataLoader(Dataset(items, transforms), batch_size=4))
+    assert tuple(batch["image"].shape) == (4, 1, 32, 32) and batch["id"] == [f"img{k}" for k in range(4)]
+
+
+def test_new_user_trial_findings(tmp_path):
+    """What a new user's first try still found: a float label called out of range, a RescaleSlope of 0 (every pixel
+    the same) accepted, gray PNGs with alpha or a gray palette read as RGB, a prepared data set folder given to
+    inference scored image by image (training images included), a triage file without a threshold failing with a
+    plain ValueError buried in MONAI's traceback."""
+    from PIL import Image
+
+    from monai_adv.handlers import load_threshold
+
+    path = write_datalist(tmp_path, [{"id": "a", "image": "x.png", "label": 1.0}], [])
+    with pytest.raises(DataError, match=r"label 1\.0 is not an integer class index"):
+        check_datalist(path, ["training"], check_images=False)
+    with pytest.raises(DataError, match=r"RescaleSlope 0(\.0)? would make every pixel the same value"):
+        read_header(real_ct_copy(tmp_path / "slope0.dcm", RescaleSlope=0), item="s")
+    gray = np.zeros((8, 8), np.uint8)
+    gray[2:4] = 200
+    for mode in ("LA", "1", "P"):
+        Image.fromarray(gray).convert(mode).save(tmp_path / f"gray_{mode}.png")
+        assert read_image(tmp_path / f"gray_{mode}.png")[0].shape == (1, 8, 8), mode
+        assert read_header(tmp_path / f"gray_{mode}.png").shape == (1, 8, 8), mode
+    prepared = tmp_path / "prepared"
+    prepared.mkdir()
+    (prepared / "datalist.json").write_text("{}")
+    with pytest.raises(DataError, match=r"holds a data list: pass --input_path .*datalist\.json"):
+        load_inference_items(prepared)
+    (tmp_path / "triage.json").write_text('{"threshold": null, "n": 10, "n_flagged": 2}')
+    with pytest.raises(DataError, match="'threshold' is null"):
+        load_threshold(tmp_path / "triage.json")

@@ -113,7 +113,8 @@ def test_tcia_folder_tree_to_datalist(tmp_path, capsys):
     datalist = load(path)
     assert datalist["classes"] == ["no_nodule", "nodule"]
     assert (datalist["name"], datalist["modality"], datalist["native_units"]) == ("src", "CT", "HU")
-    assert set(datalist) == {"name", "modality", "native_units", "classes", "training", "test"}
+    assert set(datalist) == {"name", "modality", "native_units", "classes", "prepared_by", "training", "test"}
+    assert datalist["prepared_by"] == "monai_adv.prepare.folder"
 
     # every image once, its label from its class folder, its patient pseudonymised from its header, its id the path
     # relative to the source without .dcm, the PatientID folder replaced by the same pseudonym
@@ -443,7 +444,21 @@ def test_a_class_of_one_patient_cannot_be_split(tmp_path):
     message = str(error.value)
     assert "has no image of class 'rare': its 1 patient(s) cannot be split by patient" in message
     assert "has no item of class 'rare'" in message  # the bundles' own check, at the same time
-    assert not (tmp_path / "out" / "datalist.json").exists()
+    assert not (tmp_path / "out").exists()  # nothing written: no data list, no links
+
+
+def test_a_data_list_this_command_did_not_write_is_never_replaced(tmp_path):
+    """``run_study.py --images`` into an output whose ``dataset/datalist.json`` was the user's replaced it silently."""
+    tcia_tree(tmp_path / "src", {"solid": 6, "subsolid": 6})
+    mine = tmp_path / "out" / "datalist.json"
+    mine.parent.mkdir()
+    mine.write_text('{"mine": 1}')
+    with pytest.raises(DataError, match="a data list this command did not write is already there"):
+        prepare_folder(tmp_path / "src", tmp_path / "out")
+    assert mine.read_text() == '{"mine": 1}' and not (tmp_path / "out" / "images").exists()
+    mine.unlink()
+    prepare_folder(tmp_path / "src", tmp_path / "out")
+    prepare_folder(tmp_path / "src", tmp_path / "out")  # its own data list is replaced
 
 
 def test_output_inside_the_source_and_a_class_without_images(tmp_path):
@@ -518,7 +533,7 @@ def test_prepared_folder_runs_the_whole_study(tmp_path):
     assert all(c in report for c in CLASSES), "report.md does not name the data set's classes"
 
 
-def test_the_study_runner_prepares_images_itself(tmp_path, monkeypatch):
+def test_the_study_runner_prepares_images_itself(tmp_path, monkeypatch, capsys):
     """``run_study.py --images <folder>``: the folder is prepared into ``<output>/dataset`` and that data set is
     studied; a folder that cannot be prepared stops the study before anything runs."""
     from monai_adv.study import cli
@@ -539,3 +554,5 @@ def test_the_study_runner_prepares_images_itself(tmp_path, monkeypatch):
     studied.clear()
     assert cli.main(["--images", str(tmp_path / "one_class"), "--output", str(tmp_path / "study2")]) == 1
     assert not studied and not (tmp_path / "study2" / "dataset" / "datalist.json").exists()
+    # options the study runner does not have are named as prepare_folder.py's
+    assert "scripts/prepare_folder.py's: run it yourself, then pass its output as --dataset_dir" in capsys.readouterr().err

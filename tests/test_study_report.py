@@ -48,12 +48,12 @@ def stage_outputs(folder: Path) -> Path:
     return folder
 
 
-def datalist(folder: Path, name: str, classes: list[str], demo: bool = False) -> Path:
+def datalist(folder: Path, name: str, classes: list[str], demo: bool = False, prepared_by: str | None = None) -> Path:
     folder.mkdir(parents=True)
     items = [{"id": f"img{k}", "image": f"images/img{k}.png", "label": k % 2, "patient_id": f"p{k}"} for k in range(4)]
+    marks = {**({"demo": True} if demo else {}), **({"prepared_by": prepared_by} if prepared_by else {})}
     (folder / "datalist.json").write_text(json.dumps(
-        {"name": name, "classes": classes, **({"demo": True} if demo else {}), "training": items[:3],
-         "test": items[3:]}
+        {"name": name, "classes": classes, **marks, "training": items[:3], "test": items[3:]}
     ))
     return folder
 
@@ -89,7 +89,8 @@ def test_a_users_data_set_is_named_and_the_papers_figures_are_left_out(tmp_path)
 
 @pytest.mark.parametrize("name, demo", [("cbis_ddsm", False), ("breast_lesion_mammography", True)])
 def test_the_papers_data_set_or_its_demo_stand_in_gets_the_papers_figures(tmp_path, name, demo):
-    data = datalist(tmp_path / "data", name, ["benign", "malignant"], demo=demo)
+    prepared_by = None if demo else "monai_adv.prepare.cbis_ddsm"
+    data = datalist(tmp_path / "data", name, ["benign", "malignant"], demo=demo, prepared_by=prepared_by)
     text, section = report_for(tmp_path, data)
     assert section.splitlines()[2] == f"## {BUNDLE} (Mammogram: CBIS-DDSM lesions)"
     assert "paper (%), CBIS-DDSM lesions, Table 1" in section and "paper (%), CBIS-DDSM lesions, Table S5" in section
@@ -101,3 +102,16 @@ def test_the_papers_data_set_or_its_demo_stand_in_gets_the_papers_figures(tmp_pa
 def test_another_bundles_data_is_not_the_papers_data_set_of_this_bundle(name, demo):
     assert comparable_dataset(BUNDLE, {"name": name, "demo": demo}) is None
     assert comparable_dataset("unknown_bundle", {"name": "cbis_ddsm"}) is None
+
+
+@pytest.mark.parametrize("prepared_by", [None, "monai_adv.prepare.folder"])
+def test_a_users_folder_named_like_the_papers_data_set_is_not_the_papers_data_set(tmp_path, prepared_by):
+    """A user's folder called ``cbis_ddsm`` (or a brain-MRI table prepared by prepare_brain_mri.py, whose registry is
+    private) used to get the paper's heading and columns: only the paper data set's own script makes a data list
+    comparable."""
+    data = datalist(tmp_path / "data", "cbis_ddsm", ["benign", "malignant"], prepared_by=prepared_by)
+    _, section = report_for(tmp_path, data)
+    assert section.splitlines()[2] == f"## {BUNDLE} (data set `cbis_ddsm`)"
+    assert "paper (%)" not in section and "not comparable" in section
+    assert comparable_dataset("brain_lesion_mri_classification",
+                              {"name": "brain_mri", "prepared_by": "monai_adv.prepare.brain_mri"}) is None

@@ -19,7 +19,10 @@ from monai_adv.distributed import gather_by_id
 from monai_adv.handlers.collect import evaluator_batches
 from monai_adv.reports import plot_triage_curves
 from monai_adv.sensitivity import SensitivityResult, minimal_flip_eps
-from monai_adv.triage import compare_triage, flag_fraction, flag_threshold, threshold_triage, triage_curves
+from monai_adv.io import DataError
+from monai_adv.triage import (
+    compare_triage, flag_fraction, flag_threshold, retained_accuracy_curve, threshold_triage, triage,
+)
 from monai_adv.utils import atomic_write_json, atomic_write_text, finite_or_none
 
 if TYPE_CHECKING:
@@ -33,7 +36,7 @@ def load_threshold(path: str | os.PathLike) -> float:
 
     Raises:
         FileNotFoundError: when ``path`` does not exist.
-        ValueError: naming ``path``, when it holds no finite number under ``threshold``; in particular when the run
+        DataError: (a ``ValueError``) naming ``path``, when it holds no finite number under ``threshold``; in particular when the run
             stored ``null`` because its rule defined no threshold (it referred no image, or referred a never-flipped
             one; see :meth:`monai_adv.triage.TriageResult.to_dict`).
     """
@@ -42,7 +45,7 @@ def load_threshold(path: str | os.PathLike) -> float:
     with open(path, encoding="utf-8") as handle:
         summary = json.load(handle)
     if "threshold" not in summary:
-        raise ValueError(f"{path}: no 'threshold' stored")
+        raise DataError(f"{path}: no 'threshold' stored")
     value = summary["threshold"]
     if value is None:
         flagged = summary.get("n_flagged")
@@ -51,12 +54,12 @@ def load_threshold(path: str | os.PathLike) -> float:
             else "the images it referred include never-flipped ones (eps_hi = inf)" if flagged
             else "it defined none"
         )
-        raise ValueError(
+        raise DataError(
             f"{path}: 'threshold' is null: the triage run that wrote it has no finite referral threshold ({why}, "
             f"n={summary.get('n')}); rerun triage on more images or with a larger eps_max, or give threshold"
         )
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{path}: 'threshold' must be a finite number, got {value!r}")
+        raise DataError(f"{path}: 'threshold' must be a finite number, got {value!r}")
     return float(value)
 
 
@@ -66,7 +69,10 @@ class SensitivityTriage:
     Sensitivity is the bracket ``[eps_lo, eps_hi]`` of :func:`monai_adv.sensitivity.minimal_flip_eps`: at ``eps_hi``
     PGD changed the clean prediction, at ``eps_lo`` it did not (``eps_hi`` is ``inf`` for images that never flip
     below ``eps_max``). Images are flagged (referred to a radiologist) either as the most sensitive fraction ``q``
-    or, with ``threshold`` (or ``threshold_file``), as every image with ``eps_hi <= threshold``.
+    or, with ``threshold`` (or ``threshold_file``), as every image with ``eps_hi <= threshold``. Images with the
+    same ``eps_hi`` (in practice those never flipped) are ranked by the clean logit margin, smallest first, never by
+    their order in the data; ``triage.json`` says how many referred images never flipped
+    (``referred_never_flipped``).
 
     Outputs in ``output_dir`` (on ``save_rank``, atomically):
 
@@ -189,7 +195,9 @@ class SensitivityTriage:
 
     def _write(self, ids: list[str], v: dict[str, np.ndarray]) -> None:
         eps_hi = v["eps_hi"]
-        flagged = flag_threshold(eps_hi, self.threshold) if self.threshold is not None else flag_fraction(eps_hi, self.q)
+        # images that never flip (eps_hi = inf) are equally sensitive: the smaller logit margin is referred first
+        flagged = (flag_threshold(eps_hi, self.threshold) if self.threshold is not None
+                   else flag_fraction(eps_hi, self.q, tiebreak=v["margin"]))
         has_labels = bool((v["label"] >= 0).all())
         native = self.native_per_unit
         buffer = io.StringIO()
@@ -215,7 +223,7 @@ class SensitivityTriage:
         if self.threshold is not None:
             main = threshold_triage(eps_hi, correct, self.threshold, rule="sensitivity")
         else:
-            main = compare_triage({"sensitivity": eps_hi}, correct, self.q)["sensitivity"]
+            main = triage(eps_hi, correct, self.q, tiebreak=v["margin"], rule="sensitivity")
         q = main.fraction_flagged
         others = compare_triage({k: s for k, s in scores.items() if k != "sensitivity"}, correct, q)
         threshold = finite_or_none(main.threshold)
@@ -226,11 +234,16 @@ class SensitivityTriage:
             "native_units": self.native_units,
             "flip_criterion": "PGD changes the model's clean prediction",
             "never_flipped": int((~np.isfinite(eps_hi)).sum()),
+            "referred_never_flipped": int((flagged & ~np.isfinite(eps_hi)).sum()),
+            "tiebreak": "margin",
             "comparison": {k: r.to_dict() for k, r in others.items()},
             "settings": {"eps_max": self.eps_max, "tol": self.tol, "restarts": self.restarts, "steps": self.steps},
         }
         atomic_write_json(os.path.join(self.output_dir, "triage.json"), self.summary)
-        curves = triage_curves(scores, correct)
+        curves = {
+            rule: retained_accuracy_curve(score, correct, tiebreak=v["margin"] if rule == "sensitivity" else None)
+            for rule, score in scores.items()
+        }
         plot_triage_curves(curves, os.path.join(self.output_dir, "triage.png"), "triage", q)
         for rule, r in {"sensitivity": main, **others}.items():
             self.logger.info(

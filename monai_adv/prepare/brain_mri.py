@@ -164,4 +164,5 @@ def prepare(
         raise DataError(f"{table_path}: the lesion table has no rows; nothing to prepare")
     training, test = balance_and_split(items, seed=seed, balance=balance)
     training, test = (write_pending_crops(side, output_dir) for side in (training, test))
-    return finish_datalist(output_dir, "brain_mri", "MR", "raw intensity", CLASSES, training, test, crop_size=crop_size)
+    return finish_datalist(output_dir, "brain_mri", "MR", "raw intensity", CLASSES, training, test, __name__,
+                           crop_size=crop_size)

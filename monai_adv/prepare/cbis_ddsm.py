@@ -295,5 +295,6 @@ def prepare(
         CLASSES,
         training,
         test,
+        __name__,
         split="official" if keep_official_split else "pooled, 2:1 by patient",
     )

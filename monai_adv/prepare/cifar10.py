@@ -118,4 +118,5 @@ def prepare(
         sides[split] = write_png_split(output_dir, f"cifar10_{tag}", images, labels, limit_per_split, seed)
     if not sides["training"] and not sides["test"]:
         raise DataError(f"{batch_dir}: the CIFAR-10 batches hold no images; nothing to prepare")
-    return finish_datalist(output_dir, "cifar10", "none", "gray level", classes, sides["training"], sides["test"])
+    return finish_datalist(output_dir, "cifar10", "none", "gray level", classes, sides["training"], sides["test"],
+                           __name__)

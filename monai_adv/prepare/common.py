@@ -159,9 +159,12 @@ def finish_datalist(
     classes: Sequence[str],
     training: Sequence[Item],
     test: Sequence[Item],
+    prepared_by: str,
     **extra: Any,
 ) -> Path:
-    """Write ``output_dir/datalist.json`` (items sorted by id) and return its path.
+    """Write ``output_dir/datalist.json`` (items sorted by id) and return its path. ``prepared_by`` names the
+    preparing module (``__name__``): the study sets the paper's figures beside ours only for a data list prepared by
+    the script of the paper's data set.
 
     Raises :class:`DataError` when both sides are empty.
     """
@@ -172,6 +175,7 @@ def finish_datalist(
         "modality": modality,
         "native_units": native_units,
         "classes": list(classes),
+        "prepared_by": prepared_by,
         **extra,
         "training": sorted(training, key=lambda i: str(i["id"])),
         "test": sorted(test, key=lambda i: str(i["id"])),

@@ -51,9 +51,11 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import re
 import sys
+import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -65,7 +67,7 @@ from monai_adv.datalist import balance_classes, pseudonymise, split_by_patient, 
 from monai_adv.inputs import PATIENT_IDENTIFIER_KEYWORDS
 from monai_adv.io import DataError, ImageHeader, image_format, image_stem, read_header
 from monai_adv.prepare.common import IMAGES_DIR, read_csv_rows
-from monai_adv.utils import atomic_write, atomic_write_text
+from monai_adv.utils import atomic_write_text
 
 __all__ = ["prepare", "prepare_folder", "parse_class_names", "DATALIST", "SKIPPED"]
 
@@ -341,6 +343,22 @@ def _describe(values: Iterable[str]) -> str:
 # writing -------------------------------------------------------------------------------------------------------------
 
 
+def _refuse_foreign_datalist(path: Path) -> None:
+    """Stop before replacing a ``datalist.json`` that this command did not write (its ``prepared_by`` is not this
+    module): it is the user's, or another preparation's."""
+    if not path.exists():
+        return
+    try:
+        written_by = json.loads(path.read_text(encoding="utf-8")).get("prepared_by")
+    except (OSError, ValueError, AttributeError):
+        written_by = None
+    if written_by != __name__:
+        raise DataError(
+            f"{path}: a data list this command did not write is already there; it is not replaced: move it, or "
+            "choose another output folder"
+        )
+
+
 def _link(target: Path, link: Path) -> None:
     """``link`` -> ``target`` (absolute), replacing an earlier link atomically; a real file there is never replaced."""
     if link.exists() and not link.is_symlink():
@@ -574,35 +592,39 @@ def prepare_folder(
                     "be split by patient into training and test (and a validation split); add patients"
                 )
 
-    # links, the data list, its check, then the atomic replace
-    output.mkdir(parents=True, exist_ok=True)
-    images = Path(os.path.abspath(output)) / IMAGES_DIR
-    for item in items:
-        entry = item.pop("_entry")
-        link = images / f"{entry.id}{entry.link_suffix}"
-        _link(entry.path, link)
-        item["image"] = str(link)
+    # the data list checked as the bundles will check it (on the images themselves), then, only if it passes, the
+    # links and the atomic replace: a refused source leaves the output folder as it was
     datalist = {
         "name": name or scrub(source.stem if source.is_file() else Path(os.path.abspath(source)).name, every_value),
         "modality": data_modality,
         "native_units": data_units,
         "classes": classes,
+        "prepared_by": __name__,
         "training": sorted(training, key=lambda i: str(i["id"])),
         "test": sorted(test, key=lambda i: str(i["id"])),
     }
     final = output / DATALIST
-
-    def write_and_check(tmp: str) -> None:
-        write_datalist(tmp, datalist)
+    _refuse_foreign_datalist(final)
+    with tempfile.TemporaryDirectory() as scratch:
+        draft = Path(scratch) / DATALIST
+        entries_by_id = {item["id"]: item.pop("_entry") for item in items}
+        for item in items:
+            item["image"] = str(entries_by_id[item["id"]].path)
+        write_datalist(draft, datalist)
         try:
-            check_datalist(tmp, ["training", "test"], spatial_dims=spatial_dims, channels=channels,
+            check_datalist(draft, ["training", "test"], spatial_dims=spatial_dims, channels=channels,
                            val_fraction=val_fraction, seed=val_seed)
         except DataError as error:
-            problems.append("the bundles' check: " + str(error).replace(f"{tmp}: ", "").replace("\n", "\n    "))
-        if problems:
-            raise DataError(f"{final}: the data list would be refused, so it is not written:" + _listing(problems))
-
-    atomic_write(final, write_and_check)
+            problems.append("the bundles' check: " + str(error).replace(f"{draft}: ", "").replace("\n", "\n    "))
+    if problems:
+        raise DataError(f"{final}: the data list would be refused, so it is not written:" + _listing(problems))
+    images = Path(os.path.abspath(output)) / IMAGES_DIR
+    for item in items:
+        entry = entries_by_id[item["id"]]
+        link = images / f"{entry.id}{entry.link_suffix}"
+        _link(entry.path, link)
+        item["image"] = str(link)
+    write_datalist(final, datalist)
 
     skipped = [(e.id, e.problem) for e in unusable]
     if skip_unreadable:

@@ -423,4 +423,5 @@ def prepare(
         raise DataError(f"{source_dir}: no nodule with a usable malignancy rating; nothing to prepare")
     training, test = balance_and_split(items, seed=seed, balance=balance)
     training, test = (write_pending_crops(side, output_dir, integer=True) for side in (training, test))
-    return finish_datalist(output_dir, "lidc_idri", "CT", "HU", CLASSES, training, test, crop_size=crop_size)
+    return finish_datalist(output_dir, "lidc_idri", "CT", "HU", CLASSES, training, test, __name__,
+                           crop_size=crop_size)

@@ -133,5 +133,5 @@ def prepare(
     if not sides["training"] and not sides["test"]:
         raise DataError(f"{source_dir}: the MNIST files hold no images; nothing to prepare")
     return finish_datalist(
-        output_dir, "mnist", "none", "gray level", CLASSES, sides["training"], sides["test"]
+        output_dir, "mnist", "none", "gray level", CLASSES, sides["training"], sides["test"], __name__
     )

@@ -46,7 +46,14 @@ def prepare_images(source: Path, dataset_dir: Path) -> Path:
     :func:`monai_adv.prepare.folder.prepare_folder`'s defaults; returns ``dataset_dir``."""
     from monai_adv.prepare.folder import prepare_folder
 
-    path = prepare_folder(source, dataset_dir)
+    try:
+        path = prepare_folder(source, dataset_dir)
+    except DataError as error:
+        raise DataError(
+            f"{error}\n(--images prepares with the defaults; options such as --grayscale, --skip_unreadable, "
+            "--class_names or --native_units are scripts/prepare_folder.py's: run it yourself, then pass its output "
+            "as --dataset_dir)"
+        ) from error
     print(f"[study] prepared {source} -> {path}", flush=True)
     return dataset_dir
 

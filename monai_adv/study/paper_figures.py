@@ -21,23 +21,26 @@ CITATION = "Joel et al., JCO Clin Cancer Inform 2022;6:e2100170"
 @dataclass(frozen=True)
 class PaperDataset:
     """A column of the paper's tables: its name there, the data set behind it and whether it is medical; and the
-    data lists that are that data set: ``prepared`` is the ``name`` our preparation script for it writes
-    (:mod:`monai_adv.prepare`), ``demo`` the name of the embedded demo data that stands in for it
-    (:mod:`monai_adv.demo`, data list ``demo: true``)."""
+    data lists that are that data set: ``prepared_by`` is the module of our preparation script for it, which it
+    records in the data list (:mod:`monai_adv.prepare`; ``None`` for the private MRI registry, whose script reads a
+    table of one's own), ``demo`` the name of the embedded demo data that stands in for it (:mod:`monai_adv.demo`,
+    data list ``demo: true``)."""
 
     column: str
     dataset: str
     medical: bool
-    prepared: str
+    prepared_by: str | None
     demo: str
 
 
 PAPER_DATASETS: dict[str, PaperDataset] = {
-    "CT": PaperDataset("CT", "LIDC-IDRI lung nodules", True, "lidc_idri", "lung_nodule_ct"),
-    "Mammogram": PaperDataset("Mammogram", "CBIS-DDSM lesions", True, "cbis_ddsm", "breast_lesion_mammography"),
-    "MRI": PaperDataset("MRI", "brain-metastasis registry (private)", True, "brain_mri", "brain_lesion_mri"),
-    "MNIST": PaperDataset("MNIST", "MNIST digits", False, "mnist", "mnist_digit"),
-    "CIFAR-10": PaperDataset("CIFAR-10", "CIFAR-10 objects", False, "cifar10", "cifar10_object"),
+    "CT": PaperDataset("CT", "LIDC-IDRI lung nodules", True, "monai_adv.prepare.lidc", "lung_nodule_ct"),
+    "Mammogram": PaperDataset(
+        "Mammogram", "CBIS-DDSM lesions", True, "monai_adv.prepare.cbis_ddsm", "breast_lesion_mammography"
+    ),
+    "MRI": PaperDataset("MRI", "brain-metastasis registry (private)", True, None, "brain_lesion_mri"),
+    "MNIST": PaperDataset("MNIST", "MNIST digits", False, "monai_adv.prepare.mnist", "mnist_digit"),
+    "CIFAR-10": PaperDataset("CIFAR-10", "CIFAR-10 objects", False, "monai_adv.prepare.cifar10", "cifar10_object"),
 }
 
 BUNDLE_DATASETS: dict[str, str] = {
@@ -110,20 +113,24 @@ def paper_dataset(bundle: str) -> PaperDataset | None:
 def comparable_dataset(bundle: str, data: Mapping[str, Any]) -> PaperDataset | None:
     """The paper's column for ``bundle`` when the data our run used is that column's data set, else ``None``.
 
-    Our data is the paper's data set when its data list was written by our preparation script for it (``name`` equal
-    to :attr:`PaperDataset.prepared`, no ``demo`` flag), or is the embedded demo data that stands in for it (``name``
-    equal to :attr:`PaperDataset.demo` and ``demo: true``). Any other data list (a user's own data set, or the demo
-    data of another bundle) is not: the paper's figures are not comparable with ours.
+    Our data is the paper's data set when its data list was written by our preparation script for it (its
+    ``prepared_by`` equal to :attr:`PaperDataset.prepared_by`, no ``demo`` flag; never by name, which a user's
+    folder can share by chance), or is the embedded demo data that stands in for it (``name`` equal to
+    :attr:`PaperDataset.demo` and ``demo: true``). Any other data list (a user's own data set, the private MRI
+    registry's stand-in table, or the demo data of another bundle) is not: the paper's figures are not comparable
+    with ours.
 
     Args:
         bundle: the bundle's name.
-        data: what :class:`~monai_adv.study.setup.BundleSetup` says about the data (``name``, ``demo``).
+        data: what :class:`~monai_adv.study.setup.BundleSetup` says about the data (``name``, ``demo``,
+            ``prepared_by``).
     """
     paper = paper_dataset(bundle)
     if paper is None:
         return None
-    name = data.get("name")
-    return paper if (name == paper.demo if data.get("demo") else name == paper.prepared) else None
+    if data.get("demo"):
+        return paper if data.get("name") == paper.demo else None
+    return paper if paper.prepared_by is not None and data.get("prepared_by") == paper.prepared_by else None
 
 
 def table1_rows(column: str) -> list[dict[str, float | str]]:

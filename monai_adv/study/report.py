@@ -334,14 +334,23 @@ class _Bundle:
         q = triage.get("q")
         share = f"{100 * q:g} %" if isinstance(q, (int, float)) else str(q)
         eps_max = (triage.get("settings") or {}).get("eps_max", "-")
+        unflipped = triage.get("referred_never_flipped") or 0
+        caveat = (
+            [f"**{unflipped} of the {triage.get('n_flagged')} referred images never flipped** below eps {eps_max} "
+             f"({triage.get('never_flipped')} of {n} test images never did): sensitivity cannot rank them, so they "
+             "were referred by the smallest logit margin, and for them this row is margin triage. Raise "
+             "`triage_eps_max` to rank them by sensitivity.", ""]
+            if unflipped else []
+        )
         return [
             "### Table 2: triage by adversarial sensitivity",
             "",
             f"Refer the {share} of test images whose prediction PGD flips at the smallest eps (bisection of the "
-            f"bracket [eps_lo, eps_hi] up to eps {eps_max}), "
+            f"bracket [eps_lo, eps_hi] up to eps {eps_max}; images that never flip are ranked by their logit margin), "
             "and report the accuracy of the rest; confidence and margin triage refer as many images by the model's own "
             "uncertainty." + (" The paper's row is its Table 2." if self.paper else ""),
             "",
+            *caveat,
             *_table(["rule", "test set", "accuracy, all (%)", "accuracy, retained (%)", "change (points)", "referred",
                      "referral threshold"], body),
             "**Triage curves** (retained accuracy against the fraction referred): "

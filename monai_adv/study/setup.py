@@ -163,7 +163,7 @@ def _describe_data(datalist_file: Path, dataset_dir: Path | None) -> dict[str, A
     short = "demo data (synthetic)" if demo else f"data set `{name}`"
     classes = datalist.get("classes")
     return {
-        "label": label, "short": short, "demo": demo, "name": name,
+        "label": label, "short": short, "demo": demo, "name": name, "prepared_by": datalist.get("prepared_by"),
         "classes": [str(c) for c in classes] if isinstance(classes, list) else None,
         "n_training": len(datalist.get("training", [])), "n_test": len(datalist.get("test", [])),
     }
