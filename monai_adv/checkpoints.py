@@ -211,17 +211,31 @@ class ModelIdentity:
         network: the network (or its class's dotted path).
         class_names: the class names, in output order.
         required: a checkpoint without an identity (saved by another tool) is refused; ``False`` accepts it (its
-            architecture is still checked by shape).
+            architecture is still checked by shape). A checkpoint with another identity is always refused.
+        settings: config ids that shape the network (``{"image_size": [32, 32], "network_width": 0.125}``): a
+            checkpoint trained with others is named by them (e.g. a model of the demo profile loaded without
+            ``configs/demo.json``), not by a list of tensor shapes.
     """
 
-    def __init__(self, bundle: str, network: nn.Module | str, class_names: Any, required: bool = True) -> None:
+    def __init__(
+        self,
+        bundle: str,
+        network: nn.Module | str,
+        class_names: Any,
+        required: bool = True,
+        settings: Mapping[str, Any] | None = None,
+    ) -> None:
         self.bundle = str(bundle)
         self.network = _network_name(network)
         self.class_names = [str(c) for c in class_names]
         self.required = bool(required)
+        self.settings = {str(k): _plain(v) for k, v in (settings or {}).items()}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"bundle": self.bundle, "network": self.network, "class_names": list(self.class_names)}
+        return {
+            "bundle": self.bundle, "network": self.network, "class_names": list(self.class_names),
+            "settings": dict(self.settings),
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Compare (never change): raises :class:`CheckpointError` when ``state`` names another bundle, network or
@@ -254,6 +268,22 @@ class ModelIdentity:
                 f"{path}: checkpoint of another model: it was saved by {self.describe(state)}; this run is "
                 f"{self.describe()} ({', '.join(differs)} differ). Point ckpt_path at this bundle's own checkpoint"
             )
+        saved = state.get("settings") or {}
+        changed = sorted(k for k in saved.keys() & self.settings.keys() if _plain(saved[k]) != self.settings[k])
+        if changed:
+            then = ", ".join(f"{k}={saved[k]}" for k in changed)
+            now = ", ".join(f"{k}={self.settings[k]}" for k in changed)
+            raise CheckpointError(
+                f"{path}: the checkpoint was trained with {then}; this run builds {now}. Run with the settings it was "
+                "trained with (a model of the CPU demo profile needs configs/demo.json among the config files)"
+            )
+
+
+def _plain(value: Any) -> Any:
+    """A setting as plain JSON-like data (tuples as lists), so a saved and a configured value compare equal."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _comparable(value: Any) -> Any:

@@ -32,16 +32,59 @@ __all__ = [
     "write_datalist",
     "load_datalist",
     "pseudonymise",
+    "pseudonym_salt",
+    "PSEUDONYM_SALT_ENV",
 ]
 
 Item = dict[str, Any]
 
 
-def pseudonymise(value: str, salt: str = "monai_adv") -> str:
-    """A stable 16-hex-digit stand-in for a patient identifier, so no DICOM PatientID/MRN reaches an output."""
+PSEUDONYM_SALT_ENV = "MONAI_ADV_PSEUDONYM_SALT"
+
+
+def _salt_file() -> Path:
+    config = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(config) / "monai_adv" / "pseudonym_salt"
+
+
+def pseudonym_salt() -> str:
+    """The secret salt of :func:`pseudonymise`: ``$MONAI_ADV_PSEUDONYM_SALT`` when set (share it, privately, to get
+    the same pseudonyms on several machines), else a random salt made once for this user and kept in
+    ``$XDG_CONFIG_HOME/monai_adv/pseudonym_salt`` (``~/.config/...``, mode 0600; created without ever replacing an
+    existing one, so concurrent runs agree). A public salt would let anyone who can guess identifiers
+    (``LIDC-IDRI-0001``, ``P_00173``, birth dates) reverse the pseudonyms in shared outputs."""
+    salt = os.environ.get(PSEUDONYM_SALT_ENV)
+    if salt:
+        return salt
+    path = _salt_file()
+    if not path.is_file():
+        import secrets
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(secrets.token_hex(32))
+        try:
+            os.link(tmp, path)  # fails if another run made it first: then its salt is the one
+        except FileExistsError:
+            pass
+        finally:
+            os.remove(tmp)
+    salt = path.read_text(encoding="utf-8").strip()
+    if not salt:
+        raise DataError(
+            f"{path}: the pseudonym salt file is empty; delete it (a new one is made) or set {PSEUDONYM_SALT_ENV}"
+        )
+    return salt
+
+
+def pseudonymise(value: str, salt: str | None = None) -> str:
+    """A stable 16-hex-digit stand-in for a patient identifier, so no DICOM PatientID/MRN reaches an output: the
+    SHA-256 of the value with a secret salt (:func:`pseudonym_salt` unless ``salt`` is given)."""
     import hashlib
 
-    return hashlib.sha256(f"{salt}:{value}".encode()).hexdigest()[:16]
+    return hashlib.sha256(f"{pseudonym_salt() if salt is None else salt}:{value}".encode()).hexdigest()[:16]
 
 
 def _majority_label(items: Sequence[Item]) -> int:

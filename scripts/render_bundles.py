@@ -244,6 +244,7 @@ def common_ids(name: str, spec: dict[str, Any]) -> dict[str, Any]:
             "network": "@network_def",
             "class_names": "@class_names",
             "required": "@require_model_identity",
+            "settings": {"image_size": "@image_size", "network_width": "@network_width"},
         },
     }
 

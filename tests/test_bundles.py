@@ -332,6 +332,18 @@ def test_another_bundles_checkpoint_stops_the_run_by_name(trained, demo_dir, tmp
     assert "saved by bundle 'lung_nodule_ct_classification'" in last
     assert "this run is bundle 'brain_lesion_mri_classification'" in last
     assert not (tmp_path / "metrics.json").exists()
+    # the demo-profile model in the bundle as shipped (224 x 224, full width): named by its settings, not by shapes
+    from pydicom.data import get_testdata_file
+
+    bundle = "lung_nodule_ct_classification"
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json"]
+    command += ["--output_dir", str(tmp_path / "infer"), "--ckpt_path", str(lung)]
+    command += ["--input_path", get_testdata_file("CT_small.dcm")]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT / "bundles" / bundle)
+    assert result.returncode != 0
+    last = result.stderr[result.stderr.rindex("\nmonai_adv.checkpoints.CheckpointError: "):]
+    assert "trained with image_size=[32, 32], network_width=0.125; this run builds image_size=[224, 224]" in last
+    assert "configs/demo.json" in last and not (tmp_path / "infer" / "predictions.csv").exists()
 
 
 def test_inference_on_a_tcia_folder_predicts_every_file_and_skips_only_on_request(trained, demo_dir, tmp_path):

@@ -16,6 +16,7 @@ import pytest
 
 import monai_adv.demo as demo
 from monai_adv.datalist import load_datalist, pseudonymise
+from monai_adv.demo._common import DEMO_SALT
 from monai_adv.demo import DEMO_DATASETS, _common, ensure_demo_data, generate_demo_data
 from monai_adv.demo import brain_mri, cifar10_object, lung_ct, mammography, mnist_digit
 from monai_adv.io import read_image
@@ -148,7 +149,7 @@ def test_ct_files_are_dicom_ct_in_hounsfield_units(small_sets):
         assert all(0.5 < float(v) < 1.0 for v in ds.PixelSpacing)
         assert str(ds.PatientID).startswith("DEMO-CT-") and str(ds.PatientName).startswith("Demo^Patient")
         assert ds.PatientBirthDate == "19700101"
-        assert pseudonymise(str(ds.PatientID)) == item["patient_id"]  # the data list holds only the pseudonym
+        assert pseudonymise(str(ds.PatientID), salt=DEMO_SALT) == item["patient_id"]  # only the pseudonym
         hu, meta = read_image(path.parent / item["image"])
         assert meta["modality"] == "CT" and hu.shape == (1, 64, 64)
         np.testing.assert_array_equal(hu[0], ds.pixel_array.astype(np.float32) - 1024)

@@ -431,3 +431,23 @@ def test_new_user_trial_findings(tmp_path):
     (tmp_path / "triage.json").write_text('{"threshold": null, "n": 10, "n_flagged": 2}')
     with pytest.raises(DataError, match="'threshold' is null"):
         load_threshold(tmp_path / "triage.json")
+
+
+def test_pseudonyms_use_a_secret_salt_made_once_per_user(tmp_path, monkeypatch):
+    """The salt was the public string "monai_adv": every patient id of a prepared TCIA tree was recovered by hashing
+    2,000 guessed ids."""
+    import hashlib
+
+    from monai_adv.datalist import PSEUDONYM_SALT_ENV
+
+    monkeypatch.delenv(PSEUDONYM_SALT_ENV, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    public = hashlib.sha256(b"monai_adv:LIDC-IDRI-0001").hexdigest()[:16]
+    first = pseudonymise("LIDC-IDRI-0001")
+    assert first != public and first == pseudonymise("LIDC-IDRI-0001")  # secret, and stable across calls
+    salt_file = tmp_path / "config" / "monai_adv" / "pseudonym_salt"
+    assert salt_file.stat().st_mode & 0o777 == 0o600 and len(salt_file.read_text()) == 64
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "other_user"))
+    assert pseudonymise("LIDC-IDRI-0001") != first  # another user's salt
+    monkeypatch.setenv(PSEUDONYM_SALT_ENV, "site-secret")
+    assert pseudonymise("LIDC-IDRI-0001") == hashlib.sha256(b"site-secret:LIDC-IDRI-0001").hexdigest()[:16]

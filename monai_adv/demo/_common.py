@@ -175,9 +175,15 @@ def fake_patient(prefix: str, index: int) -> dict[str, str]:
     }
 
 
+# the salt of the demo data's pseudonyms (public: the demo's patients are fake)
+DEMO_SALT = "monai_adv"
+
+
 def item_for(patient_id: str, crop: int, label: int, suffix: str) -> Item:
-    """A data-list item; its id and file name hold only the pseudonymised patient id, never the fake PatientID."""
-    pseudo = pseudonymise(patient_id)
+    """A data-list item; its id and file name hold only the pseudonymised patient id, never the fake PatientID. The
+    demo's identifiers are fake, so its pseudonyms use the public :data:`DEMO_SALT`: the demo data is the same on
+    every machine."""
+    pseudo = pseudonymise(patient_id, salt=DEMO_SALT)
     item_id = f"{pseudo}_{crop}"
     return {"id": item_id, "image": f"{IMAGES_DIR}/{item_id}{suffix}", "label": int(label), "patient_id": pseudo}
 
