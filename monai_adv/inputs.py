@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from monai_adv.datacheck import MAX_LISTED, fit_problems
+from monai_adv.datacheck import GRAYSCALE_KEY, MAX_LISTED, fit_problems
 from monai_adv.datalist import pseudonymise
 from monai_adv.io import DataError, image_format, image_stem, read_header
 from monai_adv.utils import atomic_write_text
@@ -187,8 +187,9 @@ def load_inference_items(
         input_units: the units of NIfTI and NumPy inputs that no data list declares (e.g. ``"HU"``).
 
     Returns:
-        Items ``{"id", "image"[, "label", ...]}`` with absolute image paths, ids unique; labels only when every item
-        has one (a batch mixing items with and without a label would not collate).
+        Items ``{"id", "image"[, "label"][, "to_grayscale"]}`` with absolute image paths, ids unique, every item with
+        the same keys (a batch collates by its first item's): labels only when every item has one, and
+        ``to_grayscale`` on every item when any has it.
 
     Raises:
         DataError: a missing path, an empty selection, files that cannot be used (without ``skip_unreadable``),
@@ -226,10 +227,17 @@ def load_inference_items(
         log(f"{source}: left out {len(ignored)} file(s) whose names are not image names ({', '.join(suffixes)})")
     if not items:
         raise DataError(f"{source}: no images to run inference on")
-    if 0 < sum("label" in item for item in items) < len(items):
-        items = [{k: v for k, v in item.items() if k != "label"} for item in items]
-        if log is not None:
-            log(f"{source}: some items have a label and some do not: labels are left out of the predictions")
+    labelled = sum("label" in item for item in items)
+    if 0 < labelled < len(items) and log is not None:
+        log(f"{source}: some items have a label and some do not: labels are left out of the predictions")
+    # every item gets the same keys (a batch collates by its first item's keys): id, image, the label when all have
+    # one, the grayscale mark when any has it
+    gray = any(GRAYSCALE_KEY in item for item in items)
+    items = [
+        {"id": item["id"], "image": item["image"], **({"label": item["label"]} if labelled == len(items) else {}),
+         **({GRAYSCALE_KEY: bool(item.get(GRAYSCALE_KEY))} if gray else {})}
+        for item in items
+    ]
     problems: list[tuple[Item, DataError]] = []
     for item in items:
         try:

@@ -259,6 +259,8 @@ def check_data(sections: str, val_fraction: str = "None") -> str:
 
 
 def load_transforms(with_label: bool) -> list[dict[str, Any]]:
+    """Loading and preprocessing; ``with_label`` for the data-list runs. Inference's own transforms keep every key:
+    MONAI Label passes its request through them, and ``load_inference_items`` gives every item the same keys."""
     transforms: list[dict[str, Any]] = [
         {
             "_target_": "monai_adv.transforms.LoadCropd",
@@ -266,15 +268,16 @@ def load_transforms(with_label: bool) -> list[dict[str, Any]]:
             "spatial_dims": "@spatial_dims",
             "channels": "@in_channels",
         },
-        {
-            "_target_": "SelectItemsd",
-            "_desc_": "only the keys the engines use: batches of items with other optional keys would not collate",
-            "keys": ["image", "label", "id"],
-            "allow_missing_keys": True,
-        },
     ]
     if with_label:
-        transforms.append({"_target_": "monai_adv.transforms.CheckLabeld", "keys": "label", "num_classes": "@num_classes"})
+        transforms += [
+            {
+                "_target_": "SelectItemsd",
+                "_desc_": "only the keys the engines use: batches of items with other optional keys would not collate",
+                "keys": ["image", "label", "id"],
+            },
+            {"_target_": "monai_adv.transforms.CheckLabeld", "keys": "label", "num_classes": "@num_classes"},
+        ]
     transforms += [
         "@intensity_transform",
         {"_target_": "Resized", "keys": "image", "spatial_size": "@image_size", "mode": "area"},

@@ -451,3 +451,14 @@ def test_pseudonyms_use_a_secret_salt_made_once_per_user(tmp_path, monkeypatch):
     assert pseudonymise("LIDC-IDRI-0001") != first  # another user's salt
     monkeypatch.setenv(PSEUDONYM_SALT_ENV, "site-secret")
     assert pseudonymise("LIDC-IDRI-0001") == hashlib.sha256(b"site-secret:LIDC-IDRI-0001").hexdigest()[:16]
+
+
+def test_inference_items_all_have_the_same_keys(tmp_path):
+    """Inference keeps the request's keys (MONAI Label passes its request through the transforms), so its items are
+    made uniform instead: a data list with a grayscale mark on some items and a patient id on others still batches."""
+    items = [{"id": "a", "image": str(real_ct_copy(tmp_path / "a.dcm")), "to_grayscale": True},
+             {"id": "b", "image": str(real_ct_copy(tmp_path / "b.dcm")), "patient_id": "p", "label": 1}]
+    path = write_datalist(tmp_path, [], items)
+    loaded = load_inference_items(path, "test")
+    assert [sorted(i) for i in loaded] == [["id", "image", "to_grayscale"]] * 2
+    assert [i["to_grayscale"] for i in loaded] == [True, False]
