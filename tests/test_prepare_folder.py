@@ -529,8 +529,9 @@ def test_prepared_folder_runs_the_whole_study(tmp_path):
         assert "benign" not in text and "malignant" not in text, path
     report = (tmp_path / "study" / "report" / "report.md").read_text()
     assert "own_ct" in report
-    # the report names the data set's classes (the report is being changed in parallel to carry them)
+    # the report names the data set's classes, and not the paper's data set as if it were ours
     assert all(c in report for c in CLASSES), "report.md does not name the data set's classes"
+    assert "paper (%)" not in report and "(CT: LIDC-IDRI lung nodules)" not in report
 
 
 def test_the_study_runner_prepares_images_itself(tmp_path, monkeypatch, capsys):
