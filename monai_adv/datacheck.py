@@ -61,7 +61,11 @@ def datalist_classes(datalist_file: str | os.PathLike) -> list[str]:
         DataError: naming the file, when it is missing, not a data list, or has no (or a malformed) ``classes``.
     """
     path = Path(datalist_file)
-    classes = _read(path).get("classes")
+    return _listed_classes(path, _read(path))
+
+
+def _listed_classes(path: Path, datalist: dict[str, Any]) -> list[str]:
+    classes = datalist.get("classes")
     if not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c for c in classes):
         raise DataError(
             f"{path}: the data list needs 'classes', the class names in label order (e.g. [\"benign\", "
@@ -189,7 +193,7 @@ def _classes(
 ) -> list[str]:
     """The data list's classes (the run's when it has none), appending what is wrong with them to ``problems``."""
     try:
-        classes = datalist_classes(path)
+        classes = _listed_classes(path, datalist)
     except DataError as error:
         if require_labels or "classes" in datalist:
             problems.append(str(error).removeprefix(f"{path}: "))

@@ -11,7 +11,8 @@ import io
 import json
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,8 @@ from monai_adv.io import DataError, image_format, image_stem, read_header
 from monai_adv.utils import atomic_write_text
 
 __all__ = [
-    "PATIENT_IDENTIFIER_KEYWORDS", "FoundFile", "Skipped", "scrub_identifiers", "find_images", "load_inference_items",
+    "PATIENT_IDENTIFIER_KEYWORDS", "FoundFile", "Skipped", "IdentifierScrubber", "identifier_parts",
+    "dicom_identifier_values", "scrub_identifiers", "find_images", "load_inference_items",
 ]
 
 Item = dict[str, Any]
@@ -31,34 +33,77 @@ Item = dict[str, Any]
 PATIENT_IDENTIFIER_KEYWORDS = ("PatientID", "PatientName", "PatientBirthDate", "OtherPatientIDs", "OtherPatientNames")
 
 
-def _identifier_values(ds: Any) -> set[str]:
+def identifier_parts(value: str, names: bool = True) -> set[str]:
+    """A patient identifier whole and by part: with ``names`` (DICOM person names and IDs) its name components of 3 or
+    more characters (``Doe^Jane`` gives ``Doe^Jane``, ``Doe Jane``, ``Doe``, ``Jane``; not for a table's free-form
+    patient id, where a part such as ``case`` is a word), and any alphanumeric part of 3 or more characters holding a
+    digit (``Calc-Test_P_00173_LEFT_CC`` gives ``00173``: an identifier built around a number is identified by the
+    number alone)."""
+    value = value.strip()
+    if not value:
+        return set()
+    parts = {value, value.replace("^", " ")}
+    if names:
+        parts |= {p for p in re.split(r"[\^ ]+", value) if len(p) >= 3}
+    parts |= {p for p in re.split(r"[^0-9A-Za-z]+", value) if len(p) >= 3 and any(c.isdigit() for c in p)}
+    return parts
+
+
+def dicom_identifier_values(ds: Any) -> list[str]:
+    """The values of :data:`PATIENT_IDENTIFIER_KEYWORDS` in a DICOM data set (multi-valued ones split)."""
     import pydicom
 
-    values: set[str] = set()
+    values = []
     for keyword in PATIENT_IDENTIFIER_KEYWORDS:
-        value = ds.get(keyword)
-        for v in value if isinstance(value, pydicom.multival.MultiValue) else [value]:
-            v = str(v or "").strip()
-            if not v:
-                continue
-            values |= {v, v.replace("^", " ")}
-            values |= {part for part in re.split(r"[\^ ]+", v) if len(part) >= 3}
-            # identifiers built around a number (Calc-Test_P_00173_LEFT_CC): the number alone identifies too
-            parts = re.split(r"[^0-9A-Za-z]+", v)
-            values |= {part for part in parts if len(part) >= 3 and any(c.isdigit() for c in part)}
-    return values
+        try:
+            value = ds.get(keyword)
+        except Exception:  # a malformed element of a file read with force=True
+            continue
+        values += [str(v or "") for v in (value if isinstance(value, pydicom.multival.MultiValue) else [value])]
+    return [v for v in values if v.strip()]
+
+
+class IdentifierScrubber:
+    """Replaces identifier values in a text by their pseudonyms (:func:`~monai_adv.datalist.pseudonymise`):
+    case-insensitively, the longest value at the leftmost position first, replaced text never matched again.
+
+    ``shared`` values (3 or more characters) are looked for in every text, through an index on their first three
+    characters, so that thousands of patients cost microseconds per text; ``own`` values, given per text, only in it
+    (digit fragments such as ``0001`` of ``LIDC-IDRI-0001`` are an image's own: sought in every id, they would
+    garble the UIDs of other patients' files). ``every_value`` maps any value back to its spelling for the pseudonym.
+    """
+
+    def __init__(self, shared: Iterable[str], every_value: Iterable[str]) -> None:
+        self.canonical = {v.lower(): v for v in sorted(set(every_value) | set(shared)) if v}
+        self.index: dict[str, list[str]] = defaultdict(list)
+        for value in {v.lower() for v in shared if len(v) >= 3}:
+            self.index[value[:3]].append(value)
+
+    def __call__(self, text: str, own: Iterable[str] = ()) -> str:
+        own_lower = {v.lower() for v in own if v}
+        lower = text.lower()
+        out: list[str] = []
+        i = 0
+        while i < len(text):
+            best = ""
+            for value in (*self.index.get(lower[i:i + 3], ()), *own_lower):
+                if len(value) > len(best) and lower.startswith(value, i):
+                    best = value
+            if best:
+                out.append(pseudonymise(self.canonical[best]))
+                i += len(best)
+            else:
+                out.append(text[i])
+                i += 1
+        return "".join(out)
 
 
 def scrub_identifiers(text: str, dicom_file: str | os.PathLike) -> str:
     """``text`` with every patient identifier of ``dicom_file``'s header replaced by its
-    :func:`~monai_adv.datalist.pseudonymise` value.
-
-    Identifiers are the values of :data:`PATIENT_IDENTIFIER_KEYWORDS`, also by part: names by component (``Doe^Jane``
-    gives ``Doe^Jane``, ``Doe Jane``, ``Doe`` and ``Jane``; parts shorter than 3 characters are left alone), and any
-    alphanumeric part of 3 or more characters holding a digit (PatientID ``Calc-Test_P_00173_LEFT_CC`` gives
-    ``00173``, so a folder ``P_00173`` becomes ``P_<pseudonym>``). Matching ignores case and prefers the longest
-    value; replaced text is never matched again. A file whose header cannot be read leaves ``text`` as it is (the
-    image check reports the file).
+    :func:`~monai_adv.datalist.pseudonymise` value: the values of :data:`PATIENT_IDENTIFIER_KEYWORDS`, whole and by
+    part (:func:`identifier_parts`; a folder ``P_00173`` of PatientID ``Calc-Test_P_00173_LEFT_CC`` becomes
+    ``P_<pseudonym>``), as :class:`IdentifierScrubber` replaces them. A file whose header cannot be read leaves
+    ``text`` as it is (the image check reports the file).
     """
     import pydicom
 
@@ -66,12 +111,8 @@ def scrub_identifiers(text: str, dicom_file: str | os.PathLike) -> str:
         ds = pydicom.dcmread(str(dicom_file), stop_before_pixels=True, force=True)
     except Exception:
         return text
-    values = _identifier_values(ds)
-    if not values:
-        return text
-    canonical = {v.lower(): v for v in sorted(values)}
-    pattern = "|".join(re.escape(v) for v in sorted(values, key=len, reverse=True))
-    return re.sub(pattern, lambda m: pseudonymise(canonical[m.group(0).lower()]), text, flags=re.IGNORECASE)
+    values = set().union(*(identifier_parts(v) for v in dicom_identifier_values(ds)))
+    return IdentifierScrubber((), values)(text, own=values) if values else text
 
 
 @dataclass(frozen=True)

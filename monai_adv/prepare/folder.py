@@ -64,7 +64,7 @@ from typing import Any
 
 from monai_adv.datacheck import GRAYSCALE_KEY, MAX_LISTED, check_datalist
 from monai_adv.datalist import balance_classes, pseudonymise, split_by_patient, write_datalist
-from monai_adv.inputs import PATIENT_IDENTIFIER_KEYWORDS
+from monai_adv.inputs import IdentifierScrubber, dicom_identifier_values, identifier_parts
 from monai_adv.io import DataError, ImageHeader, image_format, image_stem, read_header
 from monai_adv.prepare.common import IMAGES_DIR, read_csv_rows
 from monai_adv.utils import atomic_write_text
@@ -117,20 +117,6 @@ def parse_class_names(text: str | Sequence[str] | None) -> list[str] | None:
 # identifiers ---------------------------------------------------------------------------------------------------------
 
 
-def _identifier_parts(value: str, names: bool) -> set[str]:
-    """A patient identifier whole and by part, as :func:`monai_adv.inputs.scrub_identifiers` reads it: name parts of
-    3 or more characters (``names``: DICOM person names and IDs; not for a table's patient_id, where a part such as
-    ``case`` is a word, not a name) and alphanumeric parts of 3 or more characters holding a digit."""
-    value = value.strip()
-    if not value:
-        return set()
-    parts = {value, value.replace("^", " ")}
-    if names:
-        parts |= {p for p in re.split(r"[\^ ]+", value) if len(p) >= 3}
-    parts |= {p for p in re.split(r"[^0-9A-Za-z]+", value) if len(p) >= 3 and any(c.isdigit() for c in p)}
-    return parts
-
-
 def _whole(value: str) -> set[str]:
     """A whole identifier value (and a person name with spaces for ``^``), when it has 3 or more characters: what
     is scrubbed from every id of the source, since a folder named by it may hold files that carry no header."""
@@ -147,57 +133,14 @@ def _dicom_fields(path: Path) -> dict[str, Any]:
         ds = pydicom.dcmread(str(path), stop_before_pixels=True, force=True)
     except Exception:  # pydicom raises many types for files that are not DICOM; read_header names the problem
         return {}
-    own: set[str] = set()
-    shared: set[str] = set()
-    for keyword in PATIENT_IDENTIFIER_KEYWORDS:
-        try:
-            value = ds.get(keyword)
-        except Exception:
-            continue
-        for v in value if isinstance(value, pydicom.multival.MultiValue) else [value]:
-            own |= _identifier_parts(str(v or ""), names=True)
-            shared |= _whole(str(v or ""))
+    values = dicom_identifier_values(ds)
+    own = set().union(*(identifier_parts(v) for v in values))
+    shared = set().union(*(_whole(v) for v in values))
     try:
         patient, rescale_type = str(ds.get("PatientID") or "").strip(), str(ds.get("RescaleType") or "").strip()
     except Exception:
         patient, rescale_type = "", ""
     return {"patient": patient, "rescale_type": rescale_type, "own": own, "shared": shared}
-
-
-class _Scrubber:
-    """Replaces identifier values in a text by their pseudonyms (:func:`~monai_adv.datalist.pseudonymise`):
-    case-insensitively, the longest value at the leftmost position first, replaced text never matched again (the
-    rule of :func:`monai_adv.inputs.scrub_identifiers`).
-
-    ``shared`` values (3 or more characters) are looked for in every text, through an index on their first three
-    characters, so that thousands of patients cost microseconds per id; ``own`` values, given per text, only in it.
-    Digit fragments of an identifier (``0001`` of ``LIDC-IDRI-0001``) are an image's own: sought in every id, they
-    would garble the UIDs of every other patient's files.
-    """
-
-    def __init__(self, shared: Iterable[str], every_value: Iterable[str]) -> None:
-        self.canonical = {v.lower(): v for v in sorted(set(every_value) | set(shared)) if v}
-        self.index: dict[str, list[str]] = defaultdict(list)
-        for value in {v.lower() for v in shared if len(v) >= 3}:
-            self.index[value[:3]].append(value)
-
-    def __call__(self, text: str, own: Iterable[str] = ()) -> str:
-        own_lower = {v.lower() for v in own if v}
-        lower = text.lower()
-        out: list[str] = []
-        i = 0
-        while i < len(text):
-            best = ""
-            for value in (*self.index.get(lower[i:i + 3], ()), *own_lower):
-                if len(value) > len(best) and lower.startswith(value, i):
-                    best = value
-            if best:
-                out.append(pseudonymise(self.canonical[best]))
-                i += len(best)
-            else:
-                out.append(text[i])
-                i += 1
-        return "".join(out)
 
 
 # discovery -----------------------------------------------------------------------------------------------------------
@@ -476,10 +419,10 @@ def prepare_folder(
     _read_headers(entries, spatial_dims)
 
     # ids free of identifiers, unique
-    own = [e.dicom.get("own", set()) | _identifier_parts(e.table_patient, names=False) for e in entries]
+    own = [e.dicom.get("own", set()) | identifier_parts(e.table_patient, names=False) for e in entries]
     every_value = set().union(*own)
     shared = set().union(*(e.dicom.get("shared", set()) | _whole(e.table_patient) for e in entries))
-    scrub = _Scrubber(shared, every_value)
+    scrub = IdentifierScrubber(shared, every_value)
     owners: dict[str, _Entry] = {}
     for entry, values in zip(entries, own):
         entry.id = scrub(entry.raw_id, values)
