@@ -11,13 +11,20 @@ class, and adds the image's adversarial sensitivity and the referral decision of
   ``eps_hi`` is ``None`` (JSON ``null``) when no example was found up to ``eps_max``; then ``flipped`` is false and
   ``eps_lo`` equals ``eps_max``.
 - ``eps_hi_native`` and ``native_units``: ``eps_hi`` in the bundle's native units (HU through the CT window), when
-  the bundle defines ``native_per_unit``.
+  its input space (``adv_input_space``) states them.
 - ``refer``: ``eps_hi <= threshold`` (:func:`monai_adv.triage.flag_threshold`), with the threshold of a sensitivity
   triage run on labelled data (``triage.json``, read by :func:`monai_adv.handlers.triage.load_threshold`); never
   flipped images are not referred. ``threshold`` and ``triage_file`` say which threshold was used.
 
 The search costs at most 9 probes x (``restarts`` + 1 warm start) x ``steps`` forward+backward passes of the image
 (270 with the defaults; fewer when PGD flips early): about half a second for the demo profile on a 2-core CPU.
+
+The bundle is read as ``monai.bundle run`` reads the referral: ``configs/inference.json``, then monai_adv's ``referral``
+overlay (:func:`monai_adv.overlays.overlay_files`), then the bundle's settings for the overlays
+(``configs/adversarial.json``, when it has one), then ``config_files`` and ``overrides``. The search takes its range
+(``triage_eps_max``), its seed (``adv_seed``), the input space of the attacks (``adv_input_space``: the image in
+[0, 1] units of the intensity window, whatever the network reads) and the default threshold file
+(``triage_file``) from there.
 
 This module is the only one of ``monai_adv`` that imports ``monailabel``; it needs the ``label`` extra, installed in
 its own environment by ``bash scripts/setup_label_env.sh`` (``.venv-label``): monailabel 0.8.5 pins numpy<2 and
@@ -64,10 +71,15 @@ except ImportError as e:  # the main environment has no monailabel (numpy<2, tor
     ) from e
 
 from monai_adv.handlers.triage import load_threshold
+from monai_adv.input_space import InputSpace, as_input_space
+from monai_adv.overlays import overlay_files
 from monai_adv.sensitivity import minimal_flip_eps
 from monai_adv.triage import flag_threshold
 
-__all__ = ["SensitivityReferralInferTask", "REFERRAL_KEYS"]
+__all__ = ["SensitivityReferralInferTask", "REFERRAL_KEYS", "SETTINGS_FILE"]
+
+SETTINGS_FILE = os.path.join("configs", "adversarial.json")
+"""A bundle's settings for monai_adv's overlays, merged after the referral overlay when the bundle has the file."""
 
 REFERRAL_KEYS = ("class", "probability", "eps_lo", "eps_hi", "eps_hi_native", "native_units", "flipped", "refer",
                  "threshold")
@@ -80,19 +92,22 @@ class SensitivityReferralInferTask(BundleInferTask):
     """``BundleInferTask`` for a classification bundle that adds the sensitivity bracket and the referral flag.
 
     Args:
-        path: the bundle folder (``configs/inference.json``, ``configs/metadata.json``, ``models/model.pt``).
+        path: the bundle folder (``configs/inference.json``, ``configs/metadata.json``, ``models/model.pt``; and
+            ``configs/adversarial.json``, its settings for the overlays, when it has them).
         conf: the MONAI Label app's ``conf`` (strings); ``conf["triage_file"]`` is used when ``triage_file`` is not
             given, and ``conf["preload"]`` as by MONAI Label. Default: empty.
-        triage_file: ``triage.json`` of a sensitivity triage run (the bundle's ``triage.json`` config); its
-            ``threshold`` (eps, [0, 1] units) decides ``refer``. Default ``<output_dir>/triage.json``, ``output_dir``
-            being the bundle's (``<bundle>/eval``). Read once, here; a missing file raises ``FileNotFoundError``.
-        eps_max: top of the sensitivity search in [0, 1] units. Default: the bundle's ``triage_eps_max`` (0.02).
+        triage_file: ``triage.json`` of a sensitivity triage run (monai_adv's ``triage`` overlay); its ``threshold``
+            (eps, [0, 1] units) decides ``refer``. Default: the config's ``triage_file``, which the referral overlay
+            sets to ``<output_dir>/triage.json``, ``output_dir`` being the bundle's (``<bundle>/eval``). Read once,
+            here; a missing file raises ``FileNotFoundError``.
+        eps_max: top of the sensitivity search in [0, 1] units. Default: the config's ``triage_eps_max`` (the
+            bundle's settings, else the overlay's 0.02).
         tol: bracket width. Default ``eps_max / 256``.
-        restarts: PGD random starts per probe. Default 2, as the bundles' triage and inference configs.
+        restarts: PGD random starts per probe. Default 2, as the triage and referral overlays.
         steps: PGD steps per probe (step eps/4). Default 10 (Table S1).
-        seed: seed of the PGD random starts (the global RNG is left untouched). Default 0.
-        config_files: more config files merged over ``configs/inference.json``, paths relative to ``path`` or
-            absolute (e.g. ``["configs/demo.json"]`` for a checkpoint of the demo profile). Default none.
+        seed: seed of the PGD random starts (the global RNG is left untouched). Default: the config's ``adv_seed``.
+        config_files: more config files merged over the others, paths relative to ``path`` or absolute (e.g.
+            ``["configs/demo.json"]`` for a checkpoint of the demo profile). Default none.
         overrides: config ids set last, ``{id: value}`` (``"#"`` for nesting). Default none.
         kwargs: passed to ``BundleInferTask``. Defaults set here: ``type="classification"``,
             ``add_post_restore=False`` (MONAI Label's ``Restored`` breaks a class-score output) and
@@ -113,7 +128,7 @@ class SensitivityReferralInferTask(BundleInferTask):
         tol: float | None = None,
         restarts: int = 2,
         steps: int = 10,
-        seed: int = 0,
+        seed: int | None = None,
         config_files: Sequence[str | os.PathLike] = (),
         overrides: Mapping[str, Any] | None = None,
         **kwargs: Any,
@@ -132,7 +147,9 @@ class SensitivityReferralInferTask(BundleInferTask):
         self.triage_file: str | None = None
         self.threshold: float = math.nan
         self.eps_max = math.nan
-        self.tol, self.restarts, self.steps, self.seed = tol, int(restarts), int(steps), int(seed)
+        self.tol, self.restarts, self.steps = tol, int(restarts), int(steps)
+        self.seed = 0
+        self.input_space: InputSpace = InputSpace()
         self.native_per_unit: float | None = None
         self.native_units: str | None = None
         kwargs.setdefault("type", InferType.CLASSIFICATION)
@@ -154,11 +171,14 @@ class SensitivityReferralInferTask(BundleInferTask):
         self.eps_max = float(eps_max if eps_max is not None else self._bundle_value("triage_eps_max", 0.02))
         if not self.eps_max > 0:
             raise ValueError(f"{path}: eps_max must be positive, got {self.eps_max}")
-        native = self._bundle_value("native_per_unit", None)
-        self.native_per_unit = float(native) if native is not None else None
-        self.native_units = self._bundle_value("native_units", None) if native is not None else None
+        self.seed = int(seed if seed is not None else self._bundle_value("adv_seed", 0))
+        self.input_space = as_input_space(self._bundle_value("adv_input_space", None))
+        self.native_per_unit = self.input_space.native_per_unit
+        self.native_units = self.input_space.native_units if self.native_per_unit is not None else None
         if triage_file is None:
-            triage_file = conf.get("triage_file") or os.path.join(cfg.get_parsed_content("output_dir"), "triage.json")
+            triage_file = conf.get("triage_file") or self._bundle_value("triage_file", None) or os.path.join(
+                cfg.get_parsed_content("output_dir"), "triage.json"
+            )
         self.triage_file = os.path.abspath(str(triage_file))
         self.threshold = load_threshold(self.triage_file)
 
@@ -166,11 +186,15 @@ class SensitivityReferralInferTask(BundleInferTask):
         return self.bundle_config.get_parsed_content(key) if key in self.bundle_config.config else default
 
     def _load_bundle_config(self, path: str, config: str) -> ConfigParser:
-        """MONAI Label's parser of ``config`` (``bundle_root`` set to ``path``), with ``config_files`` and
-        ``overrides`` applied over it, and ``ckpt_path`` set to the checkpoint MONAI Label loads."""
-        parser = super()._load_bundle_config(path, config)
-        for f in self._extra_config_files:
-            parser.update(ConfigParser.load_config_files(f))
+        """MONAI Label's parser of ``config`` with the referral overlay, the bundle's settings for it and
+        ``config_files`` merged over it (as ``--config_file`` merges them: ``+`` keys append), ``overrides`` set,
+        ``bundle_root`` set to ``path`` and ``ckpt_path`` to the checkpoint MONAI Label loads."""
+        files = [config, *map(str, overlay_files("referral"))]
+        settings = os.path.join(path, SETTINGS_FILE)
+        if os.path.isfile(settings):
+            files.append(settings)
+        parser = ConfigParser()
+        parser.read_config([*files, *self._extra_config_files])
         parser.update(self._overrides)
         parser.config.update({self.const.key_bundle_root(): path})  # type: ignore[union-attr]
         # the checkpoint MONAI Label loads (<bundle>/models/model.pt), so that the classes and the identity the
@@ -191,9 +215,10 @@ class SensitivityReferralInferTask(BundleInferTask):
     def run_inferer(self, data: dict[str, Any], convert_to_batch: bool = True, device: str = "cuda") -> dict[str, Any]:
         """MONAI Label's inference, then the sensitivity search on the same pre-processed image and network.
 
-        ``data[input_key]`` is the pre-processed image ``(C, *spatial)`` in [0, 1] (``(B, C, *spatial)`` with
-        ``convert_to_batch=False``, then only the first image is scored). Adds :data:`REFERRAL_KEYS` except
-        ``class`` and ``probability`` (the writer adds those from the post-processed scores).
+        ``data[input_key]`` is the pre-processed image ``(C, *spatial)`` (``(B, C, *spatial)`` with
+        ``convert_to_batch=False``, then only the first image is scored), the network's input; PGD searches in its
+        [0, 1] units of the input space. Adds :data:`REFERRAL_KEYS` except ``class`` and ``probability`` (the writer
+        adds those from the post-processed scores).
         """
         data = super().run_inferer(data, convert_to_batch=convert_to_batch, device=device)
         network = self._get_network(device, data)
@@ -201,8 +226,8 @@ class SensitivityReferralInferTask(BundleInferTask):
         images = images if torch.is_tensor(images) else torch.as_tensor(images)
         images = (images[None] if convert_to_batch else images[:1]).to(torch.device(device))
         res = minimal_flip_eps(
-            network, images, eps_max=self.eps_max, tol=self.tol, restarts=self.restarts, steps=self.steps,
-            seed=self.seed,
+            self.input_space.wrap(network), self.input_space.to_unit(images), eps_max=self.eps_max, tol=self.tol,
+            restarts=self.restarts, steps=self.steps, seed=self.seed,
         )
         eps_hi = float(res.eps_hi[0])
         flipped = bool(res.flipped[0])

@@ -3,10 +3,14 @@
 
 Each bundle stays self-contained for the model zoo (every config is complete JSON), yet the five cannot drift apart
 by hand-copying: everything that differs between them is in ``SPECS`` below and lands in a block of ids at the top of
-each config (``class_names``, ``image_size``, ``intensity_transform``, the Table S3 hyper-parameters...). Everything
-else is rendered identically. ``tests/test_bundles.py`` fails when a committed file differs from this output.
+``train.json`` and ``inference.json`` (``class_names``, ``image_size``, ``intensity_transform``, the Table S3
+hyper-parameters...) and in ``adversarial.json``, the bundle's settings for monai_adv's overlays (eps grid, triage
+range, Table S4). The robustness study is not a config of ours: it is monai_adv's overlays (``python -m monai_adv
+overlay <name>``) appended to ``train.json`` + ``evaluate.json`` (attack sweep, comparison, triage), to
+``train.json`` (adversarial training) or to ``inference.json`` (referral), then ``adversarial.json``. Everything else
+is rendered identically. ``tests/test_bundles.py`` fails when a committed file differs from this output.
 
-    python scripts/render_bundles.py          # rewrite bundles/*
+    python scripts/render_bundles.py          # rewrite bundles/* (and remove configs it no longer writes)
     python scripts/render_bundles.py --check  # exit 1 and list the files that differ
 """
 
@@ -198,7 +202,7 @@ WRITABLE_CHECKPOINTS = (
 SEED = "$monai.utils.set_determinism(seed=@seed)"
 TRAIN_INITIALIZE = [SEED, "$@data#items", WRITABLE_OUTPUT, WRITABLE_CHECKPOINTS]
 EVALUATE_INITIALIZE = [SEED, "$@data#items", WRITABLE_OUTPUT]
-EVALUATOR_INITIALIZE = [SEED, "$@data", WRITABLE_OUTPUT]
+INFERENCE_INITIALIZE = [SEED, "$@data", WRITABLE_OUTPUT]
 
 
 def common_ids(name: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -210,7 +214,8 @@ def common_ids(name: str, spec: dict[str, Any]) -> dict[str, Any]:
         "dataset_dir": f"/workspace/data/{name}",
         "datalist_file": "$os.path.join(@dataset_dir, 'datalist.json')",
         "output_dir": "$os.path.join(@bundle_root, 'eval')",
-        "ckpt_path": "$os.path.join(@bundle_root, 'models', 'model.pt')",
+        "models_dir": "$os.path.join(@bundle_root, 'models')",
+        "ckpt_path": "$os.path.join(@models_dir, 'model.pt')",
         "device": "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')",
         "seed": 0,
         "modality": spec["modality"],
@@ -510,37 +515,26 @@ def evaluate_config() -> dict[str, Any]:
     }
 
 
-def standalone_evaluator(
-    name: str,
-    spec: dict[str, Any],
-    data: str,
-    with_label: bool,
-    postprocessing: dict[str, Any],
-    handlers: list[Any],
-    extra: dict[str, Any],
-) -> dict[str, Any]:
-    """A config of its own (no train.json underneath): data, preprocessing, the checkpoint, one evaluator run."""
+def inference_config(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """Per-image class and probability to ``output_dir/predictions.csv`` for a folder or a data-list section; the
+    referral (sensitivity bracket and refer flag) is monai_adv's ``referral`` overlay on top of this config."""
     config = common_ids(name, spec)
-    config.update(extra)
-    evaluator = {
-        "_target_": "SupervisedEvaluator",
-        "device": "@device",
-        "val_data_loader": "@dataloader",
-        "network": "@network",
-        "inferer": "@inferer",
-        "postprocessing": "@postprocessing",
-        "val_handlers": "@handlers",
-        "amp": False,
-    }
-    if with_label:
-        config["key_metric"] = {"test_accuracy": accuracy_metric()}
-        evaluator["key_val_metric"] = "@key_metric"
     config.update(
         {
-            "batch_size": config.get("batch_size", 16),
+            "input_path": "@datalist_file",
+            "input_key": "test",
+            "skip_unreadable": False,
+            "input_units": None,
+            "default_class_names": spec["class_names"],
+            "class_names": "$monai_adv.checkpoints.checkpoint_class_names(@ckpt_path, default=@default_class_names)",
+            "batch_size": 8,
             "num_workers": 0,
-            "data": data,
-            "preprocessing": {"_target_": "Compose", "transforms": load_transforms(with_label=with_label)},
+            "data": (
+                "$monai_adv.inputs.load_inference_items(@input_path, @input_key, spatial_dims=@spatial_dims, "
+                "channels=@in_channels, native_units=@native_units, skip_unreadable=@skip_unreadable, "
+                "skipped_file=os.path.join(@output_dir, 'skipped.csv'), log=print, input_units=@input_units)"
+            ),
+            "preprocessing": {"_target_": "Compose", "transforms": load_transforms(with_label=False)},
             "dataset": {"_target_": "Dataset", "data": "@data", "transform": "@preprocessing"},
             "dataloader": {
                 "_target_": "DataLoader",
@@ -550,10 +544,28 @@ def standalone_evaluator(
                 "num_workers": "@num_workers",
             },
             "inferer": {"_target_": "SimpleInferer"},
-            "postprocessing": postprocessing,
-            "handlers": [CHECKPOINT_LOADER, {"_target_": "StatsHandler", "iteration_log": False}, *handlers],
-            "evaluator": evaluator,
-            "initialize": EVALUATOR_INITIALIZE,
+            "postprocessing": {"_target_": "Compose", "transforms": POSTPROCESSING["transforms"][:2]},
+            "handlers": [
+                CHECKPOINT_LOADER,
+                {"_target_": "StatsHandler", "iteration_log": False},
+                {
+                    "_target_": "monai_adv.handlers.PredictionCSVWriter",
+                    "output_dir": "@output_dir",
+                    "class_names": "@class_names",
+                    "filename": "predictions.csv",
+                },
+            ],
+            "evaluator": {
+                "_target_": "SupervisedEvaluator",
+                "device": "@device",
+                "val_data_loader": "@dataloader",
+                "network": "@network",
+                "inferer": "@inferer",
+                "postprocessing": "@postprocessing",
+                "val_handlers": "@handlers",
+                "amp": False,
+            },
+            "initialize": INFERENCE_INITIALIZE,
             "run": ["$@evaluator.run()"],
             "finalize": [],
         }
@@ -561,227 +573,36 @@ def standalone_evaluator(
     return config
 
 
-def inference_config(name: str, spec: dict[str, Any]) -> dict[str, Any]:
-    """Per-image class and probability to ``output_dir/predictions.csv`` for a folder or a data-list section."""
-    return standalone_evaluator(
-        name,
-        spec,
-        data=(
-            "$monai_adv.inputs.load_inference_items(@input_path, @input_key, spatial_dims=@spatial_dims, "
-            "channels=@in_channels, native_units=@native_units, skip_unreadable=@skip_unreadable, "
-            "skipped_file=os.path.join(@output_dir, 'skipped.csv'), log=print, input_units=@input_units)"
+# Table S4 for every bundle: PGD-7 (step eps/4, one random start) on half of every batch of 128, from the clean
+# model; only eps and the epoch budget differ (SPECS). The overlay's defaults are the attack, its steps and ratio.
+ADVERSARIAL_BATCH_SIZE = 128
+
+
+def overlay_settings(spec: dict[str, Any]) -> dict[str, Any]:
+    """``configs/adversarial.json``: this bundle's settings for monai_adv's overlays (``python -m monai_adv overlay
+    <name>``), appended after the overlay's files. Everything else comes from the overlays and ``train.json``."""
+    return {
+        "_desc_": (
+            "this bundle's settings for monai_adv's overlays (python -m monai_adv overlay <name>), appended after the "
+            "overlay's files; demo.json, when used, comes after this file"
         ),
-        with_label=False,
-        postprocessing={"_target_": "Compose", "transforms": POSTPROCESSING["transforms"][:2]},
-        handlers=[
-            {
-                "_target_": "monai_adv.handlers.PredictionCSVWriter",
-                "_disabled_": "$@triage_file is not None",
-                "output_dir": "@output_dir",
-                "class_names": "@class_names",
-                "filename": "predictions.csv",
-            },
-            {
-                **triage_handler("refer", "predictions.csv", threshold_file="@triage_file"),
-                "_disabled_": "$@triage_file is None",
-                "_desc_": "with --triage_file <triage.json of a triage run>: sensitivity bracket and refer flag per image",
-            },
-        ],
-        extra={
-            "input_path": "@datalist_file",
-            "input_key": "test",
-            "skip_unreadable": False,
-            "input_units": None,
-            "default_class_names": spec["class_names"],
-            "class_names": "$monai_adv.checkpoints.checkpoint_class_names(@ckpt_path, default=@default_class_names)",
-            "batch_size": 8,
-            "triage_file": None,
-            "triage_eps_max": spec["triage_eps_max"],
+        "adv_class_names": "@class_names",
+        "adv_input_space": {
+            "_target_": "monai_adv.input_space.InputSpace",
+            "_desc_": f"the network reads [0, 1] ({spec['intensity_transform']['_desc_']}); eps also in native units",
+            "native_per_unit": "@native_per_unit",
+            "native_units": "@native_units",
         },
-    )
-
-
-def attack_config(name: str, spec: dict[str, Any]) -> dict[str, Any]:
-    """FGSM, BIM and PGD (Table S1) over the epsilon grid on the test split, against the model at ckpt_path."""
-    return standalone_evaluator(
-        name,
-        spec,
-        data=check_data("['test']") + "['test']",
-        with_label=True,
-        postprocessing=POSTPROCESSING,
-        handlers=["@attack_sweep"],
-        extra={
-            "batch_size": 32,
-            "eps_grid": spec["eps_grid"],
-            "attacks": {
-                "FGSM": {"_target_": "monai_adv.attacks.FGSM", "_mode_": "callable"},
-                "BIM": {"_target_": "monai_adv.attacks.BIM", "_mode_": "callable", "steps": 10},
-                "PGD": {"_target_": "monai_adv.attacks.PGD", "_mode_": "callable", "steps": 10, "restarts": 1},
-            },
-            "attack_sweep": {
-                "_target_": "monai_adv.handlers.AttackSweep",
-                "_desc_": "FGSM; BIM 10 steps of eps/10; PGD 10 steps of eps/4 from a random start; true labels",
-                "attacks": "@attacks",
-                "eps_grid": "@eps_grid",
-                "output_dir": "@output_dir",
-                "class_names": "@class_names",
-                "native_per_unit": "@native_per_unit",
-                "native_units": "@native_units",
-                "reuse": True,
-                "seed": "@seed",
-                "large_eps": 0.5,
-                "summary_writer": {
-                    "_target_": "torch.utils.tensorboard.SummaryWriter",
-                    "log_dir": "$os.path.join(@output_dir, 'tensorboard')",
-                },
-            },
-        },
-    )
-
-
-def triage_handler(flag_column: str, filename: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "_target_": "monai_adv.handlers.SensitivityTriage",
-        "_desc_": "per-image minimal flipping eps by bisection with PGD (10 steps of eps/4, 2 restarts per probe)",
-        "output_dir": "@output_dir",
-        "class_names": "@class_names",
-        "eps_max": "@triage_eps_max",
-        "restarts": 2,
-        "native_per_unit": "@native_per_unit",
-        "native_units": "@native_units",
-        "filename": filename,
-        "flag_column": flag_column,
-        "seed": "@seed",
-        **extra,
-    }
-
-
-def triage_config(name: str, spec: dict[str, Any]) -> dict[str, Any]:
-    """Table 2: refer the 20 % most sensitive test images; compare with confidence and margin triage."""
-    return standalone_evaluator(
-        name,
-        spec,
-        data=check_data("['test']") + "['test']",
-        with_label=True,
-        postprocessing=POSTPROCESSING,
-        handlers=["@triage"],
-        extra={
-            "batch_size": 32,
-            "triage_q": 0.2,
-            "triage_eps_max": spec["triage_eps_max"],
-            "triage": triage_handler("flagged", "sensitivity.csv", q="@triage_q"),
-        },
-    )
-
-
-def adversarial_train_config(spec: dict[str, Any]) -> dict[str, Any]:
-    """Overlay on train.json: PGD adversarial training (Table S4) from the clean checkpoint, 50 % clean / 50 % PGD
-    per batch, checkpoints chosen by white-box PGD accuracy on the validation split, saved at robust_ckpt_path."""
-    return {
-        "robust_ckpt_path": "$os.path.join(@bundle_root, 'models', 'model_adversarial.pt')",
+        "adv_seed": "@seed",
+        "adv_checkpoint_dict": {"model": "@network", "identity": "@model_identity"},
+        "adv_init_ckpt": "$os.path.join(@models_dir, 'model.pt')",
+        "robust_ckpt_path": "$os.path.join(@models_dir, 'model_adversarial.pt')",
+        "eps_grid": spec["eps_grid"],
+        "triage_eps_max": spec["triage_eps_max"],
         "adv_eps": spec["adv_eps"],
-        "adv_attack": "pgd",
-        "adv_steps": 7,
-        "adv_ratio": 0.5,
-        "adv_validation_steps": 10,
-        "init_from_clean": True,
+        "batch_size": ADVERSARIAL_BATCH_SIZE,
         "max_epochs": spec["adv_max_epochs"],
-        "batch_size": 128,
-        "train#trainer": {
-            "_target_": "monai_adv.engines.MixedAdversarialTrainer",
-            "_desc_": "replaces adv_ratio of every batch with PGD examples crafted against the current model",
-            "max_epochs": "@max_epochs",
-            "device": "@device",
-            "train_data_loader": "@train#dataloader",
-            "network": "@network",
-            "loss_function": "@loss",
-            "optimizer": "@optimizer",
-            "inferer": "@train#inferer",
-            "postprocessing": "@train#postprocessing",
-            "key_train_metric": "@train#key_metric",
-            "additional_metrics": "@train#additional_metrics",
-            "train_handlers": "@train#handlers",
-            "amp": False,
-            "eps": "@adv_eps",
-            "attack": "@adv_attack",
-            "steps": "@adv_steps",
-            "ratio": "@adv_ratio",
-        },
-        "+train#handlers": [
-            {
-                "_target_": CHECKPOINT_LOADER["_target_"],
-                "_disabled_": "$not @init_from_clean",
-                "_desc_": "start from the clean model, as the paper",
-                **{k: v for k, v in CHECKPOINT_LOADER.items() if k != "_target_"},
-            }
-        ],
-        "validate#key_metric": {"val_robust_accuracy": accuracy_metric()},
-        "validate#early_stop#score_function": "$lambda engine: engine.state.metrics['val_robust_accuracy']",
-        "validate#checkpoint_saver#save_dir": "$os.path.dirname(@robust_ckpt_path)",
-        "validate#checkpoint_saver#key_metric_filename": "$os.path.basename(@robust_ckpt_path)",
-        "+validate#handlers": ["@validate#overfit_guard"],
-        "validate#overfit_guard": {
-            "_target_": "monai_adv.engines.CatastrophicOverfittingGuard",
-            "_disabled_": "$@adv_attack != 'fgsm_rs'",
-            "_desc_": "fast (FGSM-RS) training only: roll back and stop when validation PGD accuracy collapses",
-            "max_drop": 0.3,
-            "rollback": True,
-            "stop": True,
-        },
-        "validate#evaluator": {
-            "_target_": "monai_adv.engines.AdversarialEvaluator",
-            "_desc_": "white-box PGD against the current model on the validation split (never the test split)",
-            "device": "@device",
-            "val_data_loader": "@validate#dataloader",
-            "network": "@network",
-            "inferer": "@validate#inferer",
-            "postprocessing": "@validate#postprocessing",
-            "key_val_metric": "@validate#key_metric",
-            "val_handlers": "$[h for h in @validate#handlers if h is not None]",
-            "amp": False,
-            "eps": "@adv_eps",
-            "attack": "pgd",
-            "steps": "@adv_validation_steps",
-        },
-        "run": [
-            "$@validate#early_stop.set_trainer(@train#trainer)",
-            "$@validate#overfit_guard is None or @validate#overfit_guard.set_trainer(@train#trainer)",
-            "$@train#trainer.run()",
-        ],
     }
-
-
-def compare_config(name: str, spec: dict[str, Any]) -> dict[str, Any]:
-    """Table S5 and Figure 3: the attack sweep of the original (ckpt_path) and the adversarially trained
-    (robust_ckpt_path) model on the same test split, merged into robustness_comparison.csv/png."""
-    config = attack_config(name, spec)
-    sweep = config.pop("attack_sweep")
-    config.pop("handlers")
-    config.pop("evaluator")
-    grid = sorted(set(spec["eps_grid"]) | {spec["adv_eps"]})
-    config["eps_grid"] = grid
-    config["robust_ckpt_path"] = "$os.path.join(@bundle_root, 'models', 'model_adversarial.pt')"
-    for key, ckpt in (("original", "@ckpt_path"), ("adversarial", "@robust_ckpt_path")):
-        folder = f"$os.path.join(@output_dir, 'comparison', '{key}')"
-        config[key] = {"sweep": {**sweep, "output_dir": folder, "summary_writer": None}}
-        config[key]["evaluator"] = {
-            "_target_": "SupervisedEvaluator",
-            "device": "@device",
-            "val_data_loader": "@dataloader",
-            "network": "@network",
-            "inferer": "@inferer",
-            "postprocessing": "@postprocessing",
-            "key_val_metric": "@key_metric",
-            "val_handlers": [{**CHECKPOINT_LOADER, "load_path": ckpt}, f"@{key}#sweep"],
-            "amp": False,
-        }
-    config["run"] = [
-        "$@original#evaluator.run()",
-        "$@adversarial#evaluator.run()",
-        "$monai_adv.reports.write_robustness_comparison({'original': @original#sweep.report, "
-        "'adversarially trained': @adversarial#sweep.report}, @output_dir, @native_per_unit, @native_units)",
-    ]
-    return config
 
 
 # Handlers that only log or write: under torchrun they run on rank 0 and are disabled (never built) elsewhere.
@@ -811,14 +632,14 @@ def rank_zero_only(handlers: list[Any], list_id: str) -> dict[str, str]:
 
 
 def multi_gpu_config(train: dict[str, Any]) -> dict[str, Any]:
-    """Overlay on train.json (and train.json + adversarial_train.json) for ``torchrun``: DDP, distributed samplers,
-    rank-0 logging and checkpoints.
+    """Right after train.json for ``torchrun`` (before the ``adversarial_train`` overlay, whose ``+initialize``
+    must follow this file's ``initialize``): DDP, distributed samplers, rank-0 logging and checkpoints.
 
     NCCL on GPUs, gloo on CPUs. Every rank keeps the LR schedule, validation, early stopping, the clean-checkpoint
     loader and the overfitting guard of adversarial training (validation accuracy is reduced across ranks by Ignite,
     so all ranks stop and roll back together); the logging handlers and the checkpoint saver are disabled on ranks
-    other than 0, so only rank 0 logs and writes. The handler lists are not replaced, so the overlay composes with
-    adversarial_train.json (its attacks unwrap DDP and craft examples on each rank's shard).
+    other than 0, so only rank 0 logs and writes. The handler lists are not replaced, so the adversarial_train
+    overlay appends to them (its attacks unwrap DDP and craft examples on each rank's shard).
     """
     return {
         "device": DISTRIBUTED_DEVICE,
@@ -841,36 +662,38 @@ def multi_gpu_config(train: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def multi_gpu_evaluator_config(evaluator: dict[str, Any]) -> dict[str, Any]:
-    """Overlay on attack.json or triage.json for ``torchrun``: each rank attacks whole batches of the test split
+def multi_gpu_evaluate_config(sweep: bool) -> dict[str, Any]:
+    """For ``torchrun``, after train.json, evaluate.json, the ``attack_sweep`` (``sweep``) or ``triage`` overlay and
+    ``adversarial.json``: each rank attacks whole batches of the test split
     (``monai_adv.distributed.BatchShardSampler``: batch k on rank k mod N, so every batch equals one of the
-    single-process run), the handler gathers per-image results by id and rank 0 writes. Results equal the
+    single-process run), the handlers gather per-image results by id and rank 0 writes. Results equal the
     single-process run's for the same seed and batch size."""
     config = {
         "device": DISTRIBUTED_DEVICE,
-        "sampler": {
+        "validate#sampler": {
             "_target_": "monai_adv.distributed.BatchShardSampler",
             "_desc_": "batch k of the single-process order on rank k mod world size; no padding",
-            "dataset": "@dataset",
+            "dataset": "@validate#dataset",
             "batch_size": "@batch_size",
         },
-        "dataloader#sampler": "@sampler",
-        **rank_zero_only(evaluator["handlers"], "handlers"),
-        "initialize": distributed_initialize(EVALUATOR_INITIALIZE),
+        "validate#dataloader#sampler": "@validate#sampler",
+        **rank_zero_only(evaluate_config()["validate#handlers"], "validate#handlers"),
+        "initialize": distributed_initialize(EVALUATE_INITIALIZE),
         "finalize": DISTRIBUTED_FINALIZE,
     }
-    if isinstance(evaluator.get("attack_sweep", {}).get("summary_writer"), dict):
+    if sweep:  # the attack_sweep overlay's TensorBoard writer: one file, from rank 0
         config["attack_sweep#summary_writer#_disabled_"] = NOT_RANK_ZERO
     return config
 
 
 def demo_config(spec: dict[str, Any]) -> dict[str, Any]:
-    """Overlay for every config of the bundle: generated demo data, the CPU profile, outputs kept in output_dir."""
+    """Last on top of any of the bundle's configs (overlays included): generated demo data, the CPU profile, the
+    checkpoints kept in ``output_dir/models`` (``models_dir``, which ``ckpt_path``, ``adv_init_ckpt`` and
+    ``robust_ckpt_path`` follow)."""
     return {
         "demo_cache_dir": None,
         "dataset_dir": f"$os.path.dirname(monai_adv.demo.ensure_demo_data('{spec['demo_dataset']}', @demo_cache_dir))",
-        "ckpt_path": "$os.path.join(@output_dir, 'models', 'model.pt')",
-        "robust_ckpt_path": "$os.path.join(@output_dir, 'models', 'model_adversarial.pt')",
+        "models_dir": "$os.path.join(@output_dir, 'models')",
         **DEMO,
         "image_size": [DEMO["image_size"], DEMO["image_size"]],
     }
@@ -887,13 +710,15 @@ def metadata(name: str, spec: dict[str, Any]) -> dict[str, Any]:
         "pytorch_version": "2.13.0",
         "numpy_version": "2.4.6",
         "required_packages_version": {
-            "monai_adv": "0.1.0",
             "pytorch-ignite": "0.5.5",
             "torchattacks": "3.5.1",
             "pydicom": "3.0.2",
             "nibabel": "5.4.2",
             "tensorboard": "2.20.0",
         },
+        # as the model zoo declares packages beyond MONAI's own: monai_adv builds the network, checks the data and
+        # holds the overlays (python -m monai_adv overlay <name>) that the robustness study appends to these configs
+        "optional_packages_version": {"monai_adv": VERSION},
         "name": spec["title"],
         "task": f"{spec['title']}: {' vs '.join(spec['class_names'])}, with adversarial-robustness evaluation",
         "description": (
@@ -904,7 +729,7 @@ def metadata(name: str, spec: dict[str, Any]) -> dict[str, Any]:
         ),
         "authors": "monai-adv contributors",
         "copyright": "Copyright (c) monai-adv contributors",
-        "data_source": f"{spec['data_set']}; prepare it with {spec['prepare']} (see docs/README.md)",
+        "data_source": f"{spec['data_set']}; prepare it with monai-adv's {spec['prepare']} (see docs/README.md)",
         "data_type": spec["data_type"],
         "image_classes": f"one channel per input channel ({spec['in_channels']}), intensity in [0, 1]",
         "label_classes": ", ".join(f"{i}: {c}" for i, c in enumerate(spec["class_names"])),
@@ -969,12 +794,12 @@ def docs_readme(name: str, spec: dict[str, Any]) -> str:
     s = spec
     return f"""# {s['title']}
 
-A MONAI bundle of [monai-adv](../../../README.md): the VGG16 classifier of Joel et al. (JCO Clinical Cancer
-Informatics 2022) for {s['data_set']}, trained, evaluated and run in inference with MONAI, ready for adversarial
-attack sweeps, adversarial training and sensitivity triage.
+A MONAI bundle of monai-adv (the `monai_adv` package): the VGG16 classifier of Joel et al. (JCO Clinical Cancer
+Informatics 2022) for {s['data_set']}, trained, evaluated and run in inference with MONAI, ready for monai_adv's
+overlays: adversarial attack sweeps, adversarial training, the before/after comparison and sensitivity triage.
 
 ## Data
-- Source: {s['data_set']}. {s.get('prepare_how', 'Convert the publisher' + chr(39) + 's files with')} `python {s['prepare']} --source <{s.get('prepare_source', 'downloaded folder')}> --output <dataset_dir>`;
+- Source: {s['data_set']}. {s.get('prepare_how', 'Convert the publisher' + chr(39) + 's files with')} monai-adv's `python {s['prepare']} --source <{s.get('prepare_source', 'downloaded folder')}> --output <dataset_dir>`;
   it writes `datalist.json` (a MONAI data list of crops with label and pseudonymised patient id) and the crops. The
   split is 2:1 train:test **by patient**, classes balanced, seeded. A validation split (20 %) is carved from the
   training side, by patient, for early stopping and checkpoint choice; the test split is never used for either.
@@ -999,17 +824,38 @@ at most {s['max_epochs']} epochs, early stopping with patience {s['patience']} o
 validation checkpoint is kept at `ckpt_path`.
 
 ## Commands
-Run from inside this bundle (`cd bundles/{name}`), `monai_adv` installed. Outputs go to `eval/` and checkpoints to
-`models/` under `bundle_root`; run from anywhere else, pass `--bundle_root <this folder>` (the configs stop with an
-error naming `bundle_root` rather than share `./eval` and `./models` with another bundle).
+Run from inside this bundle (`cd` into it), with `monai_adv` installed (`metadata.json`, `optional_packages_version`).
+Outputs go to `eval/` and checkpoints to `models/` under `bundle_root`; run from anywhere else, pass
+`--bundle_root <this folder>` (the configs stop with an error naming `bundle_root` rather than share `./eval` and
+`./models` with another bundle).
 
     python -m monai.bundle run --config_file configs/train.json --dataset_dir <dataset_dir>
-    python -m monai.bundle run --config_file "['configs/train.json','configs/evaluate.json']" --dataset_dir <dataset_dir>
+    python -m monai.bundle run --config_file "configs/train.json,configs/evaluate.json" --dataset_dir <dataset_dir>
     python -m monai.bundle run --config_file configs/inference.json --input_path <image file, folder or datalist.json>
-    torchrun --standalone --nnodes=1 --nproc_per_node=<N> -m monai.bundle run --config_file "['configs/train.json','configs/multi_gpu_train.json']" --dataset_dir <dataset_dir>
-    torchrun --standalone --nnodes=1 --nproc_per_node=<N> -m monai.bundle run --config_file "['configs/train.json','configs/adversarial_train.json','configs/multi_gpu_train.json']" --dataset_dir <dataset_dir>
-    torchrun --standalone --nnodes=1 --nproc_per_node=<N> -m monai.bundle run --config_file "['configs/attack.json','configs/multi_gpu_attack.json']" --dataset_dir <dataset_dir>
-    torchrun --standalone --nnodes=1 --nproc_per_node=<N> -m monai.bundle run --config_file "['configs/triage.json','configs/multi_gpu_triage.json']" --dataset_dir <dataset_dir>
+    torchrun --standalone --nnodes=1 --nproc_per_node=<N> -m monai.bundle run --config_file "configs/train.json,configs/multi_gpu_train.json" --dataset_dir <dataset_dir>
+
+The robustness study is monai_adv's overlays on these configs: `python -m monai_adv overlay <name>` prints the
+overlay's files, to append after the bundle's configs and before `configs/adversarial.json`, this bundle's settings
+for them (eps grid {s['eps_grid']}, triage up to eps {s['triage_eps_max']}, adversarial training at eps {s['adv_eps']}
+for at most {s['adv_max_epochs']} epochs with batch {ADVERSARIAL_BATCH_SIZE}, which is also the batch of the sweeps;
+eps in [0, 1] units, also reported in {s['native_units']}):
+
+    python -m monai.bundle run --config_file "configs/train.json,configs/evaluate.json,$(python -m monai_adv overlay attack_sweep),configs/adversarial.json" --dataset_dir <dataset_dir>
+    python -m monai.bundle run --config_file "configs/train.json,$(python -m monai_adv overlay adversarial_train),configs/adversarial.json" --dataset_dir <dataset_dir>
+    python -m monai.bundle run --config_file "configs/train.json,configs/evaluate.json,$(python -m monai_adv overlay compare),configs/adversarial.json" --dataset_dir <dataset_dir>
+    python -m monai.bundle run --config_file "configs/train.json,configs/evaluate.json,$(python -m monai_adv overlay triage),configs/adversarial.json" --dataset_dir <dataset_dir>
+    python -m monai.bundle run --config_file "configs/inference.json,$(python -m monai_adv overlay referral),configs/adversarial.json" --input_path <image file, folder or datalist.json>
+    torchrun --standalone --nnodes=1 --nproc_per_node=<N> -m monai.bundle run --config_file "configs/train.json,configs/multi_gpu_train.json,$(python -m monai_adv overlay adversarial_train),configs/adversarial.json" --dataset_dir <dataset_dir>
+    torchrun --standalone --nnodes=1 --nproc_per_node=<N> -m monai.bundle run --config_file "configs/train.json,configs/evaluate.json,$(python -m monai_adv overlay attack_sweep),configs/adversarial.json,configs/multi_gpu_attack.json" --dataset_dir <dataset_dir>
+    torchrun --standalone --nnodes=1 --nproc_per_node=<N> -m monai.bundle run --config_file "configs/train.json,configs/evaluate.json,$(python -m monai_adv overlay triage),configs/adversarial.json,configs/multi_gpu_triage.json" --dataset_dir <dataset_dir>
+
+The sweep, the comparison and the triage run on the test split (`evaluate.json`), and also write its
+`metrics.json` and `test_predictions.csv`. Adversarial training starts from `models/model.pt` (`adv_init_ckpt`) and
+keeps the checkpoint with the best white-box PGD accuracy on the validation split at `models/model_adversarial.pt`
+(`robust_ckpt_path`), which the comparison sweeps beside the original model. The referral reads the threshold from
+`eval/triage.json` of a triage run (`--triage_file` to choose another) and writes `referral.csv`. Under `torchrun`
+`multi_gpu_train.json` comes right after `train.json`, and `multi_gpu_attack.json` and `multi_gpu_triage.json` after
+`adversarial.json`.
 
 Before any work, every run checks its data list once (sections, ids, labels against `classes`, the validation
 split, every image's header) and stops with one error listing every problem. The class names are the data list's
@@ -1022,11 +868,13 @@ Under `torchrun` the attack sweep and the triage give the same results as one pr
 size: every image's PGD randomness is keyed by its id, each process attacks whole batches of the single-process order,
 and rank 0 gathers the per-image results by id and writes.
 
-Add `'configs/demo.json'` as the last config file (and `--output_dir <dir>`) to run on the demo data
-with the CPU profile (32 x 32 images, VGG16 at 1/8 width, at most {DEMO['max_epochs']} epochs); `--dataset_dir`
-still wins over the demo data.
+Add `configs/demo.json` as the last config file (and `--output_dir <dir>`) to run on the demo data with the CPU
+profile (32 x 32 images, VGG16 at 1/8 width, batch {DEMO['batch_size']}, at most {DEMO['max_epochs']} epochs, adversarial training
+included); checkpoints then go to `<output_dir>/models`, and `--dataset_dir` still wins over the demo data.
 Outputs: `metrics.json` (accuracy, ROC AUC, confusion matrix) and `test_predictions.csv` from evaluate,
-`predictions.csv` from inference, TensorBoard logs in `output_dir/tensorboard`.
+`predictions.csv` from inference, `attack_sweep.*` and `adversarial_examples.png` from the sweep,
+`robustness_comparison.*` from the comparison, `sensitivity.csv`, `triage.json` and `triage.png` from the triage,
+TensorBoard logs in `output_dir/tensorboard`.
 
 ## Intended use
 Research on the adversarial robustness of medical image classifiers. Not a medical device. Bundle configs execute
@@ -1056,13 +904,10 @@ def render(root: Path = ROOT) -> dict[Path, str]:
         files[configs / "train.json"] = dump(train_config(name, spec))
         files[configs / "evaluate.json"] = dump(evaluate_config())
         files[configs / "inference.json"] = dump(inference_config(name, spec))
-        files[configs / "attack.json"] = dump(attack_config(name, spec))
-        files[configs / "adversarial_train.json"] = dump(adversarial_train_config(spec))
-        files[configs / "compare.json"] = dump(compare_config(name, spec))
-        files[configs / "triage.json"] = dump(triage_config(name, spec))
+        files[configs / "adversarial.json"] = dump(overlay_settings(spec))
         files[configs / "multi_gpu_train.json"] = dump(multi_gpu_config(train_config(name, spec)))
-        files[configs / "multi_gpu_attack.json"] = dump(multi_gpu_evaluator_config(attack_config(name, spec)))
-        files[configs / "multi_gpu_triage.json"] = dump(multi_gpu_evaluator_config(triage_config(name, spec)))
+        files[configs / "multi_gpu_attack.json"] = dump(multi_gpu_evaluate_config(sweep=True))
+        files[configs / "multi_gpu_triage.json"] = dump(multi_gpu_evaluate_config(sweep=False))
         files[configs / "demo.json"] = dump(demo_config(spec))
         files[configs / "logging.conf"] = (TEMPLATE / "logging.conf").read_text()
         files[base / "LICENSE"] = (TEMPLATE / "LICENSE").read_text()
@@ -1071,20 +916,31 @@ def render(root: Path = ROOT) -> dict[Path, str]:
     return files
 
 
+def unrendered(files: dict[Path, str], root: Path = ROOT) -> list[Path]:
+    """Config files in the bundles' ``configs/`` folders that the renderer no longer writes (a config it dropped)."""
+    folders = {p.parent for p in files if p.parent.name == "configs"}
+    return sorted(p for folder in folders if folder.is_dir() for p in folder.iterdir() if p.is_file() and p not in files)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="only compare; exit 1 if a bundle file differs")
     args = parser.parse_args(argv)
     files = render()
     stale = [p for p, text in files.items() if not p.is_file() or p.read_text() != text]
+    extra = unrendered(files)
     if args.check:
         for p in stale:
             print(f"differs from scripts/render_bundles.py: {p.relative_to(ROOT)}")
-        return 1 if stale else 0
+        for p in extra:
+            print(f"not written by scripts/render_bundles.py: {p.relative_to(ROOT)}")
+        return 1 if stale or extra else 0
     for p in stale:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(files[p])
-    print(f"wrote {len(stale)} of {len(files)} bundle files")
+    for p in extra:
+        p.unlink()
+    print(f"wrote {len(stale)} of {len(files)} bundle files" + (f", removed {len(extra)}" if extra else ""))
     return 0
 
 

@@ -18,6 +18,7 @@ from PIL import Image
 from monai_adv.bundle_errors import excepthook
 from monai_adv.io import DataError
 from monai_adv.networks import PaperVGG16
+from monai_adv.overlays import overlay_files
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = "lung_nodule_ct_classification"
@@ -25,7 +26,15 @@ CLASSES = ["benign", "malignant"]
 
 
 def configs(*names: str) -> str:
-    return str([str(ROOT / "bundles" / BUNDLE / "configs" / f"{n}.json") for n in (*names, "demo")])
+    """The bundle's configs ``names``, where ``@<overlay>`` stands for monai_adv's overlay files followed by the
+    bundle's adversarial.json; demo.json last."""
+    files = []
+    for n in (*names, "demo"):
+        if n.startswith("@"):
+            files += [*map(str, overlay_files(n[1:])), str(ROOT / "bundles" / BUNDLE / "configs" / "adversarial.json")]
+        else:
+            files.append(str(ROOT / "bundles" / BUNDLE / "configs" / f"{n}.json"))
+    return str(files)
 
 
 def demo_net(**kwargs) -> PaperVGG16:
@@ -93,7 +102,7 @@ CASES = {
         "metrics.json",
     ),
     "adversarial_train_other_classes": (
-        ("train", "adversarial_train"), {"datalist_file": "good", "ckpt_path": "classes3_ckpt", "max_epochs": "1"},
+        ("train", "@adversarial_train"), {"datalist_file": "good", "adv_init_ckpt": "classes3_ckpt", "max_epochs": "1"},
         ["monai_adv.checkpoints.CheckpointError: {classes3_ckpt}: checkpoint of another architecture",
          "classifier.7.weight (3, 128) in the file, (2, 128) in the network"],
         "models/model_adversarial.pt",
@@ -105,12 +114,12 @@ CASES = {
         "predictions.csv",
     ),
     "compare_missing_checkpoint": (
-        ("compare",), {"datalist_file": "good", "ckpt_path": "missing_ckpt"},
+        ("train", "evaluate", "@compare"), {"datalist_file": "good", "ckpt_path": "missing_ckpt"},
         ["monai_adv.checkpoints.CheckpointError: {missing_ckpt}: checkpoint file not found"],
         "robustness_comparison.csv",
     ),
     "attack_unknown_label": (
-        ("attack",), {"datalist_file": "bad_label", "ckpt_path": "good_ckpt"},
+        ("train", "evaluate", "@attack_sweep"), {"datalist_file": "bad_label", "ckpt_path": "good_ckpt"},
         ["monai_adv.io.DataError: {bad_label}: 1 problem(s) found before any work started",
          "[test] nodule-label-7: label 7 is outside the classes 0..1"],
         "attack_sweep.csv",
@@ -121,7 +130,7 @@ CASES = {
         "predictions.csv",
     ),
     "triage_volume_for_2d_bundle": (
-        ("triage",), {"datalist_file": "volume", "ckpt_path": "good_ckpt"},
+        ("train", "evaluate", "@triage"), {"datalist_file": "volume", "ckpt_path": "good_ckpt"},
         ["monai_adv.io.DataError: {volume}: 1 problem(s)",
          "[test] volume-3d (", "volume.nii.gz): expected a 2-D image, got array shape (16, 16, 8)"],
         "sensitivity.csv",

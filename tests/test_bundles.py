@@ -12,6 +12,8 @@ import pytest
 import torch
 from monai.bundle import ConfigParser, ckpt_export, verify_metadata, verify_net_in_out
 
+from monai_adv.overlays import overlay_files
+
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "monai_adv" / "resources" / "meta_schema_20240725.json"
 BUNDLES = sorted(p.name for p in (ROOT / "bundles").iterdir() if (p / "configs" / "metadata.json").is_file())
@@ -27,6 +29,36 @@ def configs(bundle: str, *names: str) -> list[str]:
     return [str(ROOT / "bundles" / bundle / "configs" / f"{n}.json") for n in names]
 
 
+# the bundle's configs each overlay goes on (the README's commands): the test split, training, inference
+OVERLAY_BASE = {
+    "attack_sweep": ("train", "evaluate"), "compare": ("train", "evaluate"), "triage": ("train", "evaluate"),
+    "adversarial_train": ("train",), "referral": ("inference",),
+}
+
+
+def study(bundle: str, overlay: str, *after: str) -> list[str]:
+    """The bundle's configs under ``overlay``, monai_adv's overlay files, the bundle's ``adversarial.json`` and
+    ``after`` (e.g. ``demo``)."""
+    return (configs(bundle, *OVERLAY_BASE[overlay]) + [str(f) for f in overlay_files(overlay)]
+            + configs(bundle, "adversarial", *after))
+
+
+def run_from_bundle(bundle: str, config_file: str, output_dir: Path, demo_dir: Path, *extra: str):
+    """A bundle's docs/README.md command shape: from inside the bundle, ``$(python -m monai_adv overlay ...)`` in a
+    comma-separated ``--config_file``, through a shell."""
+    import shlex
+
+    python = shlex.quote(sys.executable)
+    command = (f"{python} -m monai.bundle run --config_file \"{config_file.replace('python -m', python + ' -m')}\" "
+               f"--output_dir {shlex.quote(str(output_dir))} " + " ".join(shlex.quote(e) for e in extra))
+    env = dict(os.environ, MONAI_ADV_DEMO_DIR=str(demo_dir), PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT))
+    result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, env=env,
+                            cwd=ROOT / "bundles" / bundle)
+    RUNS.setdefault(Path(output_dir), []).append(result.stdout + result.stderr)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
 def test_five_bundles_with_the_zoo_layout():
     assert BUNDLES == sorted(MEDICAL + ["mnist_digit_classification", "cifar10_object_classification"])
     for bundle in BUNDLES:
@@ -39,6 +71,24 @@ def test_bundles_match_the_renderer():
         [sys.executable, str(ROOT / "scripts" / "render_bundles.py"), "--check"], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_nothing_in_a_bundle_points_outside_it():
+    """The model zoo's rule: a bundle is self-contained. No relative path leaves it, and every config its README's
+    commands name is its own (monai_adv's overlays come from the installed package, by command)."""
+    import re
+
+    for bundle in BUNDLES:
+        folder = ROOT / "bundles" / bundle
+        for path in (p for p in folder.rglob("*") if p.is_file()):
+            assert "../" not in path.read_text(), path
+        readme = (folder / "docs" / "README.md").read_text()
+        named = set(re.findall(r"configs/[\w.]+\.json", readme))
+        assert {"configs/adversarial.json", "configs/evaluate.json"} <= named
+        assert all((folder / n).is_file() for n in named), sorted(n for n in named if not (folder / n).is_file())
+        assert "monai_adv overlay attack_sweep" in readme and "monai_adv overlay referral" in readme
+        metadata = json.loads((folder / "configs" / "metadata.json").read_text())
+        assert "monai_adv" in metadata["optional_packages_version"]
 
 
 def test_required_ids_in_every_config():
@@ -192,7 +242,7 @@ def test_bad_data_list_stops_the_bundle_with_the_item_named(tmp_path, demo_dir):
 @pytest.mark.parametrize("bundle", MEDICAL)
 def test_demo_attack_sweep(bundle, trained, demo_dir):
     out = trained(bundle)
-    run_bundle(configs(bundle, "attack", "demo"), out, demo_dir)
+    run_bundle(study(bundle, "attack_sweep", "demo"), out, demo_dir)
     rows = list(csv.DictReader((out / "attack_sweep.csv").open()))
     assert [(r["attack"], float(r["eps"])) for r in rows] == [("clean", 0.0)] + [
         (a, e) for a in ("FGSM", "BIM", "PGD") for e in (0.001, 0.002, 0.004, 0.006)
@@ -224,7 +274,7 @@ def test_a_ten_class_sweep_reports_accuracy_over_images(trained, demo_dir, tmp_p
     evaluate_log = RUNS[out][1]
     logged = float(evaluate_log.split("Metrics -- test_accuracy: ")[1].split()[0])
     assert logged == pytest.approx(metrics["accuracy"], abs=1e-4)
-    run_bundle(configs(bundle, "attack", "demo"), tmp_path, demo_dir, "--ckpt_path", str(out / "models" / "model.pt"),
+    run_bundle(study(bundle, "attack_sweep", "demo"), tmp_path, demo_dir, "--ckpt_path", str(out / "models" / "model.pt"),
                "--eps_grid", "[0.01]", "--attack_sweep#large_eps", "None")
     report = json.loads((tmp_path / "attack_sweep.json").read_text())
     assert report["checks"]["eps0_is_clean"]["passed"], report["checks"]["eps0_is_clean"]
@@ -233,8 +283,10 @@ def test_a_ten_class_sweep_reports_accuracy_over_images(trained, demo_dir, tmp_p
 
 @pytest.mark.parametrize("bundle", MEDICAL)
 def test_demo_triage(bundle, trained, demo_dir):
+    """The triage overlay run as the bundle's README says: from inside the bundle, the overlay's files by command."""
     out = trained(bundle)
-    run_bundle(configs(bundle, "triage", "demo"), out, demo_dir)
+    run_from_bundle(bundle, "configs/train.json,configs/evaluate.json,$(python -m monai_adv overlay triage),"
+                    "configs/adversarial.json,configs/demo.json", out, demo_dir)
     summary = json.loads((out / "triage.json").read_text())
     metrics = json.loads((out / "metrics.json").read_text())
     assert summary["n"] == metrics["n"] and summary["accuracy_all"] == pytest.approx(metrics["accuracy"])
@@ -250,6 +302,27 @@ def test_demo_triage(bundle, trained, demo_dir):
     assert len(flagged) == round(0.2 * len(rows))
     assert max(float(r["eps_hi"]) for r in flagged) <= min(float(r["eps_hi"]) for r in rows if r["flagged"] == "0")
     assert (out / "triage.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_demo_referral_reads_the_triage_threshold(trained, demo_dir, tmp_path):
+    """Inference plus the referral overlay: predictions.csv as plain inference writes it, and referral.csv with the
+    bracket and the refer flag of the triage run's threshold (each image's bracket that of the triage run: its PGD
+    randomness is keyed by its id)."""
+    bundle = "lung_nodule_ct_classification"
+    out = trained(bundle)
+    if not (out / "triage.json").is_file():
+        run_bundle(study(bundle, "triage", "demo"), out, demo_dir)
+    run_bundle(study(bundle, "referral", "demo"), tmp_path, demo_dir, "--ckpt_path", str(out / "models" / "model.pt"),
+               "--triage_file", str(out / "triage.json"))
+    predictions = list(csv.DictReader((tmp_path / "predictions.csv").open()))
+    referral = list(csv.DictReader((tmp_path / "referral.csv").open()))
+    triage = {r["id"]: r for r in csv.DictReader((out / "sensitivity.csv").open())}
+    assert [r["id"] for r in referral] == [r["id"] for r in predictions] == sorted(triage)
+    threshold = json.loads((out / "triage.json").read_text())["threshold"]
+    for row in referral:
+        assert (row["refer"] == "1") == (float(row["eps_hi"]) <= threshold)
+        assert (row["eps_lo"], row["eps_hi"]) == (triage[row["id"]]["eps_lo"], triage[row["id"]]["eps_hi"])
+    assert any(row["refer"] == "1" for row in referral)
 
 
 def test_adversarial_training_never_reads_the_test_split_and_feeds_the_comparison(trained, demo_dir, tmp_path):
@@ -268,15 +341,14 @@ def test_adversarial_training_never_reads_the_test_split_and_feeds_the_compariso
     (adv_out / "models").mkdir(parents=True)
     (adv_out / "models" / "model.pt").write_bytes((out / "models" / "model.pt").read_bytes())
     run_bundle(
-        configs(bundle, "train", "adversarial_train", "demo"), adv_out, demo_dir,
-        "--dataset_dir", str(tmp_path), "--max_epochs", "2",
+        study(bundle, "adversarial_train", "demo"), adv_out, demo_dir, "--dataset_dir", str(tmp_path), "--max_epochs", "2",
     )
     robust = load_state(adv_out / "models" / "model_adversarial.pt")
     clean = load_state(out / "models" / "model.pt")
     assert not torch.equal(robust["features.0.weight"], clean["features.0.weight"])
-    run_bundle(configs(bundle, "compare", "demo"), adv_out, demo_dir)
+    run_bundle(study(bundle, "compare", "demo"), adv_out, demo_dir)
     rows = list(csv.DictReader((adv_out / "robustness_comparison.csv").open()))
-    eps = json.loads(Path(configs(bundle, "adversarial_train")[0]).read_text())["adv_eps"]
+    eps = json.loads(Path(configs(bundle, "adversarial")[0]).read_text())["adv_eps"]
     grid = sorted({0.001, 0.002, 0.004, 0.006, eps})
     for model in ("original", "adversarially trained"):
         mine = [(r["attack"], float(r["eps"])) for r in rows if r["model"] == model]
@@ -437,16 +509,17 @@ def test_no_patient_identifier_in_any_output(trained, demo_dir, tmp_path):
     and birth date; images are named by their data-list ids. Stages the other tests did not run are run here."""
     bundle = "lung_nodule_ct_classification"
     out = trained(bundle)
-    stages = (("inference", "predictions.csv"), ("attack", "attack_sweep.csv"), ("triage", "sensitivity.csv"))
-    for step, marker in stages:
+    stages = ((configs(bundle, "inference", "demo"), "predictions.csv"),
+              (study(bundle, "attack_sweep", "demo"), "attack_sweep.csv"), (study(bundle, "triage", "demo"), "sensitivity.csv"))
+    for files, marker in stages:
         if not (out / marker).is_file():
-            run_bundle(configs(bundle, step, "demo"), out, demo_dir)
+            run_bundle(files, out, demo_dir)
     if not any((folder / "robustness_comparison.csv").is_file() for folder in RUNS):
         adv_out = tmp_path / "adv"
         (adv_out / "models").mkdir(parents=True)
         (adv_out / "models" / "model.pt").write_bytes((out / "models" / "model.pt").read_bytes())
-        run_bundle(configs(bundle, "train", "adversarial_train", "demo"), adv_out, demo_dir, "--max_epochs", "1")
-        run_bundle(configs(bundle, "compare", "demo"), adv_out, demo_dir)
+        run_bundle(study(bundle, "adversarial_train", "demo"), adv_out, demo_dir, "--max_epochs", "1")
+        run_bundle(study(bundle, "compare", "demo"), adv_out, demo_dir)
 
     dicoms = sorted(Path(demo_dir).rglob("*.dcm"))
     values, pieces = patient_identifier_pieces(dicoms)

@@ -18,6 +18,7 @@ from torch import nn
 from monai_adv.attacks import BIM, FGSM, PGD
 from monai_adv.attacks.base import key_of, mix_seed, per_sample_uniform
 from monai_adv.distributed import BatchShardSampler, all_reduce_ints, batch_ids, gather_by_id
+from monai_adv.overlays import overlay_files
 from monai_adv.sensitivity import SensitivityResult, minimal_flip_eps
 from monai_adv.sweep import attack_sweep
 
@@ -230,7 +231,12 @@ def run_bundle(config_names: list[str], output_dir: Path, data: dict[str, Path],
     overlay, the cut data list and a checkpoint copied into ``output_dir/models``; returns the log."""
     (output_dir / "models").mkdir(parents=True, exist_ok=True)
     (output_dir / "models" / "model.pt").write_bytes(data["ckpt"].read_bytes())
-    files = [str(CONFIGS / f"{n}.json") if not n.endswith(".json") else n for n in config_names]
+    files = []
+    for n in config_names:  # a config of the bundle, "overlay:<name>" (monai_adv's files), or a path
+        if n.startswith("overlay:"):
+            files += [str(f) for f in overlay_files(n.split(":", 1)[1])]
+        else:
+            files.append(str(CONFIGS / f"{n}.json") if not n.endswith(".json") else n)
     command = [sys.executable]
     if nproc > 1:
         command += ["-m", "torch.distributed.run", "--standalone", "--nnodes=1", f"--nproc_per_node={nproc}"]
@@ -249,19 +255,19 @@ def writers(folder: Path) -> set[str]:
 
 
 def test_sweep_and_triage_under_torchrun_equal_the_single_process_run(bundle_data, tmp_path):
-    """attack.json and triage.json in one evaluator run (their handlers side by side, to start Python twice instead
-    of four times), once in one process and once under torchrun with 2 gloo processes and the multi-GPU overlays:
-    every output file is byte-identical."""
+    """The attack_sweep and triage overlays in one evaluator run (both handlers attached, to start Python twice
+    instead of four times), once in one process and once under torchrun with 2 gloo processes and the multi-GPU
+    configs: every output file is byte-identical."""
     both = tmp_path / "both.json"
-    both.write_text(json.dumps({"+handlers": ["@attack_sweep"]}))  # triage.json's handlers, plus the sweep
+    both.write_text(json.dumps({"run": ["$@attack_sweep.attach(@adv_evaluator)", "$@triage.attach(@adv_evaluator)",
+                                        "$@adv_evaluator.run()"]}))
     single, multi = tmp_path / "single", tmp_path / "multi"
     # eps ranges wide enough for this model (robust at the bundle's 0.001-0.006) that most images flip somewhere
     extra = ("--batch_size", "5", "--attack_sweep#large_eps_samples", "8", "--eps_grid", "[0.01,0.03,0.1]",
              "--triage_eps_max", "0.2")
-    run_bundle(["attack", "triage", "demo", str(both)], single, bundle_data, 1, *extra)
-    run_bundle(
-        ["attack", "triage", "multi_gpu_attack", "multi_gpu_triage", "demo", str(both)], multi, bundle_data, 2, *extra
-    )
+    study = ["train", "evaluate", "overlay:attack_sweep", "overlay:triage", "adversarial"]
+    run_bundle([*study, "demo", str(both)], single, bundle_data, 1, *extra)
+    run_bundle([*study, "multi_gpu_attack", "multi_gpu_triage", "demo", str(both)], multi, bundle_data, 2, *extra)
     outputs = ["attack_sweep.csv", "attack_sweep.json", "sensitivity.csv", "triage.json"]
     for name in outputs:
         assert (multi / name).read_bytes() == (single / name).read_bytes(), name
@@ -281,10 +287,10 @@ def test_sweep_and_triage_under_torchrun_equal_the_single_process_run(bundle_dat
 
 
 def test_adversarial_training_under_torchrun(bundle_data, tmp_path):
-    """train.json + adversarial_train.json + multi_gpu_train.json with 2 gloo processes: every rank starts from the
-    clean checkpoint, rank 0 alone saves the robust checkpoint (loadable into the plain network) and logs."""
+    """train.json + multi_gpu_train.json + the adversarial_train overlay with 2 gloo processes: every rank starts
+    from the clean checkpoint, rank 0 alone saves the robust checkpoint (loadable into the plain network) and logs."""
     run_bundle(
-        ["train", "adversarial_train", "multi_gpu_train", "demo"], tmp_path, bundle_data, 2,
+        ["train", "multi_gpu_train", "overlay:adversarial_train", "adversarial", "demo"], tmp_path, bundle_data, 2,
         "--max_epochs", "1", "--batch_size", "16",
     )
     from monai.bundle import ConfigParser

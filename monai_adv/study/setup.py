@@ -12,7 +12,8 @@ from typing import Any
 
 from monai_adv.study.ledger import data_digest
 from monai_adv.study.paper_figures import BUNDLE_DATASETS, paper_dataset
-from monai_adv.study.stages import BUNDLE_STAGES, MANAGED_IDS, BundleStage
+from monai_adv.overlays import overlay_files
+from monai_adv.study.stages import BUNDLE_STAGES, MANAGED_IDS, SETTINGS_CONFIG, BundleStage
 
 __all__ = ["BundleSetup", "parse_override", "prepare_bundle", "available_bundles", "default_bundles_dir"]
 
@@ -99,12 +100,20 @@ class BundleSetup:
         """The ``--set`` values a stage gets: those for every stage, then its own."""
         return {**self.overrides.get(ALL_STAGES, {}), **self.overrides.get(stage, {})}
 
-    def config_files(self, stage: BundleStage) -> list[Path]:
-        """The bundle's config files of ``stage``, then ``demo.json`` (demo profile) and the stage's overlays."""
+    def config_files(self, stage: BundleStage, resources: bool = True) -> list[Path]:
+        """The config files of ``stage``, in ``--config_file`` order: the bundle's, then the stage's overlay and the
+        bundle's settings for it (``configs/adversarial.json``, when the bundle has one), ``demo.json`` (demo
+        profile), and (``resources``) the stage's resume configs."""
         files = [self.config_dir / f"{name}.json" for name in stage.configs]
+        if stage.overlay is not None:
+            files += overlay_files(stage.overlay)
+            settings = self.config_dir / f"{SETTINGS_CONFIG}.json"
+            if settings.is_file():
+                files.append(settings)
         if self.profile == "demo":
             files.append(self.config_dir / "demo.json")
-        files += list(stage.overlays)
+        if resources:
+            files += list(stage.resources)
         missing = [str(f) for f in files if not f.is_file()]
         if missing:
             raise FileNotFoundError(f"{self.name}: stage {stage.name} needs {', '.join(missing)}")
@@ -207,7 +216,7 @@ def prepare_bundle(
     setup.data = _describe_data(datalist_file, None if dataset_dir is None else Path(dataset_dir))
 
     def values(stage: str, keys: Sequence[str]) -> dict[str, Any]:
-        files = [f for f in setup.config_files(stages[stage]) if f not in stages[stage].overlays]
+        files = setup.config_files(stages[stage], resources=False)
         parser = _parser(files, {**setup.data_overrides(), **setup.overrides_for(stage)})
         return {key: _value(parser, key) for key in keys}
 
@@ -220,7 +229,7 @@ def prepare_bundle(
         **train,
         "adversarial": adversarial,
         "attack_eps_grid": values("attack", ["eps_grid"])["eps_grid"],
-        "compare_eps_grid": values("compare", ["eps_grid"])["eps_grid"],
+        "compare_eps_grid": values("compare", ["compare#eps_grid"])["compare#eps_grid"],
         **values("triage", ["triage_q", "triage_eps_max"]),
     }
     known = paper_dataset(name)

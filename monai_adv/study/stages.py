@@ -1,24 +1,28 @@
-"""The study's stages: what each reads, which bundle configs it runs, what it must write.
+"""The study's stages: what each reads, which bundle configs and overlays it runs, what it must write.
 
 Per bundle, in order (the paper's steps):
 
-=================  ========================  ===================  ==========================================
-stage              bundle configs            reads                writes (in ``<bundle>/<stage>/``)
-=================  ========================  ===================  ==========================================
-train              train                     the data             ``models/model.pt``
-evaluate           train, evaluate           train's model        ``metrics.json``, ``test_predictions.csv``
-attack             attack                    train's model        ``attack_sweep.*``, Figure 1
-adversarial_train  train, adversarial_train  train's model        ``models/model_adversarial.pt``
-compare            compare (sweep again)     both models          ``robustness_comparison.*``
-triage             triage                    train's model        ``sensitivity.csv``, ``triage.*``
-=================  ========================  ===================  ==========================================
+=================  ========================================  ==============  ========================================
+stage              configs                                   reads           writes (in ``<bundle>/<stage>/``)
+=================  ========================================  ==============  ========================================
+train              train                                     the data        ``models/model.pt``
+evaluate           train, evaluate                           train's model   ``metrics.json``, ``test_predictions.csv``
+attack             train, evaluate + ``attack_sweep``        train's model   ``attack_sweep.*``, Figure 1
+adversarial_train  train + ``adversarial_train``             train's model   ``models/model_adversarial.pt``
+compare            train, evaluate + ``compare``             both models     ``robustness_comparison.*``
+triage             train, evaluate + ``triage``              train's model   ``sensitivity.csv``, ``triage.*``
+=================  ========================================  ==============  ========================================
 
 then, once for all bundles, ``compare_datasets`` (the susceptibility comparison) and ``report``.
-Every bundle stage is one ``python -m monai.bundle run`` of the bundle's configs, plus ``configs/demo.json`` in the
-demo profile, plus (training stages) ``monai_adv/resources/resume_training.json`` (and, for adversarial training,
-``resume_adversarial_training.json``: the overfitting guard's memory), plus a JSON file of overrides the
-study writes: ``output_dir`` (the stage's folder), the checkpoint paths (``ckpt_path``, ``robust_ckpt_path``: the
-upstream stages' outputs, or this stage's), the data list, and the user's ``--set`` values.
+Every bundle stage is one ``python -m monai.bundle run`` of, in this order: the bundle's configs; for the robustness
+stages monai_adv's overlay (:func:`monai_adv.overlays.overlay_files`: ``common.json`` and the overlay) and the
+bundle's own settings for the overlays (``configs/adversarial.json``, when it has one); ``configs/demo.json`` in the
+demo profile; for the training stages ``monai_adv/resources/resume_training.json`` (and, for adversarial training,
+``resume_adversarial_training.json``: the overfitting guard's memory); last a JSON file of overrides the study
+writes: ``output_dir`` (the stage's folder), the checkpoint paths (the upstream stages' outputs, or this stage's:
+``ckpt_path`` for the clean model, ``adv_init_ckpt`` for the model adversarial training starts from, and
+``robust_ckpt_path``, where the ``adversarial_train`` overlay points ``ckpt_path``), the data list, and the user's
+``--set`` values.
 """
 
 from __future__ import annotations
@@ -29,13 +33,15 @@ from pathlib import Path
 
 __all__ = [
     "BundleStage", "BUNDLE_STAGES", "STUDY_STAGES", "STAGE_NAMES", "MANAGED_IDS", "RESUME_CONFIG",
-    "RESUME_ADVERSARIAL_CONFIG", "RESUME_FILE",
+    "RESUME_ADVERSARIAL_CONFIG", "RESUME_FILE", "SETTINGS_CONFIG",
 ]
 
 RESOURCES = Path(__file__).resolve().parents[1] / "resources"
 RESUME_CONFIG = RESOURCES / "resume_training.json"
 RESUME_ADVERSARIAL_CONFIG = RESOURCES / "resume_adversarial_training.json"
 RESUME_FILE = "resume.pt"
+SETTINGS_CONFIG = "adversarial"
+"""The bundle's config of settings for monai_adv's overlays (``configs/adversarial.json``), after the overlay."""
 
 
 @dataclass(frozen=True)
@@ -50,7 +56,10 @@ class BundleStage:
         writes: config id -> path inside this stage's folder: where the stage writes a file a later stage reads.
         products: files the stage must write (inside its folder); the ledger keeps their SHA-256.
         resumable: a training stage that continues from its last epoch after an interruption.
-        overlays: config files of ``monai_adv`` added after the bundle's (the resume handler of training stages).
+        overlay: the ``monai_adv`` overlay appended after the bundle's configs (:mod:`monai_adv.overlays`), followed
+            by the bundle's settings config (:data:`SETTINGS_CONFIG`); ``None`` for the bundle's own steps.
+        resources: config files of ``monai_adv`` added after those and ``demo.json`` (the resume handler of
+            training stages).
     """
 
     name: str
@@ -60,25 +69,27 @@ class BundleStage:
     writes: Mapping[str, str] = field(default_factory=dict)
     products: tuple[str, ...] = ()
     resumable: bool = False
-    overlays: tuple[Path, ...] = ()
+    overlay: str | None = None
+    resources: tuple[Path, ...] = ()
 
 
 _MODEL = ("train", "models/model.pt")
+_TEST = ("train", "evaluate")
 BUNDLE_STAGES: tuple[BundleStage, ...] = (
     BundleStage("train", "train", ("train",), writes={"ckpt_path": "models/model.pt"},
-                products=("models/model.pt",), resumable=True, overlays=(RESUME_CONFIG,)),
-    BundleStage("evaluate", "evaluate", ("train", "evaluate"), reads={"ckpt_path": _MODEL},
+                products=("models/model.pt",), resumable=True, resources=(RESUME_CONFIG,)),
+    BundleStage("evaluate", "evaluate", _TEST, reads={"ckpt_path": _MODEL},
                 products=("metrics.json", "test_predictions.csv")),
-    BundleStage("attack", "sweep the attacks", ("attack",), reads={"ckpt_path": _MODEL},
+    BundleStage("attack", "sweep the attacks", _TEST, reads={"ckpt_path": _MODEL}, overlay="attack_sweep",
                 products=("attack_sweep.csv", "attack_sweep.json", "attack_sweep.png", "adversarial_examples.png")),
-    BundleStage("adversarial_train", "adversarially train", ("train", "adversarial_train"), reads={"ckpt_path": _MODEL},
-                writes={"robust_ckpt_path": "models/model_adversarial.pt"},
+    BundleStage("adversarial_train", "adversarially train", ("train",), reads={"adv_init_ckpt": _MODEL},
+                writes={"robust_ckpt_path": "models/model_adversarial.pt"}, overlay="adversarial_train",
                 products=("models/model_adversarial.pt",), resumable=True,
-                overlays=(RESUME_CONFIG, RESUME_ADVERSARIAL_CONFIG)),
-    BundleStage("compare", "sweep again, both models", ("compare",),
+                resources=(RESUME_CONFIG, RESUME_ADVERSARIAL_CONFIG)),
+    BundleStage("compare", "sweep again, both models", _TEST, overlay="compare",
                 reads={"ckpt_path": _MODEL, "robust_ckpt_path": ("adversarial_train", "models/model_adversarial.pt")},
                 products=("robustness_comparison.csv", "robustness_comparison.png")),
-    BundleStage("triage", "triage", ("triage",), reads={"ckpt_path": _MODEL},
+    BundleStage("triage", "triage", _TEST, reads={"ckpt_path": _MODEL}, overlay="triage",
                 products=("sensitivity.csv", "triage.json", "triage.png")),
 )
 STUDY_STAGES: tuple[str, ...] = ("compare_datasets", "report")
@@ -86,5 +97,6 @@ STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in BUNDLE_STAGES) + STUDY_STAG
 
 # ids the study sets itself; ``--set`` may not override them
 MANAGED_IDS = frozenset(
-    {"output_dir", "ckpt_path", "robust_ckpt_path", "datalist_file", "dataset_dir", "resume_path", "bundle_root"}
+    {"output_dir", "ckpt_path", "adv_init_ckpt", "robust_ckpt_path", "models_dir", "datalist_file", "dataset_dir",
+     "resume_path", "bundle_root"}
 )
