@@ -1,6 +1,6 @@
 """``python -m monai_adv overlay <name>``: the config files to append to a bundle's ``--config_file``.
 
-    python -m monai.bundle run --config_file "configs/train.json,configs/evaluate.json,$(python -m monai_adv overlay attack_sweep)"
+    python -m monai.bundle run --config_file "['configs/train.json','configs/evaluate.json',$(python -m monai_adv overlay attack_sweep)]"
 
 ``python -m monai_adv overlay`` lists the overlays.
 """
@@ -16,7 +16,7 @@ from monai_adv.overlays import OVERLAYS, OverlayError, overlay_argument
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m monai_adv", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    overlay = commands.add_parser("overlay", help="print the config files of an overlay, comma-separated")
+    overlay = commands.add_parser("overlay", help="print the config files of an overlay, as quoted items of --config_file's list")
     overlay.add_argument("name", nargs="?", help="; ".join(f"{k}: {v}" for k, v in OVERLAYS.items()))
     args = parser.parse_args(argv)
     if args.name is None:

@@ -288,10 +288,37 @@ def test_overrides_and_fingerprints():
         parse_override("trian:max_epochs=3")
     with pytest.raises(ValueError, match="the study sets 'ckpt_path' itself"):
         parse_override("ckpt_path=/x.pt")
+    with pytest.raises(ValueError, match="the study sets 'adv_init_ckpt' itself"):  # the adversarial_train overlay's
+        parse_override("adversarial_train:adv_init_ckpt=/x.pt")
     with pytest.raises(ValueError, match="expected"):
         parse_override("max_epochs")
     assert fingerprint({"a": 1, "b": [1, 2]}) == fingerprint({"b": [1, 2], "a": 1})
     assert fingerprint({"a": 1, "b": [1, 2]}) != fingerprint({"a": 2, "b": [1, 2]})
+
+
+def test_stages_run_the_overlays_on_the_bundles_configs():
+    """attack, adversarial_train, compare and triage are monai_adv's overlays on the bundle's train (+ evaluate)
+    configs, then its adversarial.json, then demo.json (last, so its profile wins), then the resume configs; the
+    adversarial training reads the clean model as adv_init_ckpt and writes robust_ckpt_path (where the overlay points
+    ckpt_path), never ckpt_path itself."""
+    from monai_adv.study.setup import prepare_bundle
+    from monai_adv.study.stages import BUNDLE_STAGES
+
+    setup = prepare_bundle(BUNDLE, ROOT / "bundles", "demo")
+    names = {s.name: [f.name for f in setup.config_files(s)] for s in BUNDLE_STAGES}
+    test_split = ["train.json", "evaluate.json", "common.json"]
+    assert names["attack"] == [*test_split, "attack_sweep.json", "adversarial.json", "demo.json"]
+    assert names["compare"] == [*test_split, "compare.json", "adversarial.json", "demo.json"]
+    assert names["triage"] == [*test_split, "triage.json", "adversarial.json", "demo.json"]
+    assert names["adversarial_train"] == ["train.json", "common.json", "adversarial_train.json", "adversarial.json",
+                                          "demo.json", "resume_training.json", "resume_adversarial_training.json"]
+    adversarial = {s.name: s for s in BUNDLE_STAGES}["adversarial_train"]
+    assert set(adversarial.reads) == {"adv_init_ckpt"} and set(adversarial.writes) == {"robust_ckpt_path"}
+    # the settings the report quotes come through the overlays: Table S4 in the demo profile, the comparison's grid
+    assert setup.settings["adversarial"] == {"adv_eps": 0.003, "adv_attack": "pgd", "adv_ratio": 0.5, "adv_steps": 7,
+                                             "max_epochs": 40}
+    assert setup.settings["compare_eps_grid"] == [0.001, 0.002, 0.003, 0.004, 0.006]
+    assert setup.settings["attack_eps_grid"] == [0.001, 0.002, 0.004, 0.006]
 
 
 def test_data_digest_follows_the_images(tmp_path):

@@ -1,8 +1,10 @@
 """Config overlays that add monai_adv's capabilities to a MONAI classification bundle.
 
 Each overlay is appended after the bundle's own configs in ``--config_file`` (MONAI merges later files over earlier
-ones; ``+key`` appends to a list). ``python -m monai_adv overlay <name>`` prints the files to append, comma-separated:
-``common.json`` (the shared settings) and the overlay itself. The bundle must follow the model zoo's conventions:
+ones; ``+key`` appends to a list). ``python -m monai_adv overlay <name>`` prints the files to append as items of
+MONAI's list form of ``--config_file`` (quoted, comma-separated): ``common.json`` (the shared settings) and the
+overlay itself, e.g. ``--config_file "['configs/train.json',$(python -m monai_adv overlay adversarial_train)]"``.
+(MONAI 1.6.1's ``monai.bundle run`` checks a plain comma-separated string as one path, so the list form it is.) The bundle must follow the model zoo's conventions:
 ``network``, ``device``, ``num_classes``, ``bundle_root``, ``output_dir``, ``ckpt_path``, ``validate#evaluator``,
 ``validate#preprocessing``, ``validate#handlers`` and, for adversarial training, ``train#trainer`` and
 ``train#handlers``; the README's "Any MONAI bundle" section lists every id an overlay reads and sets.
@@ -40,8 +42,9 @@ def overlay_files(name: str) -> list[Path]:
 
 
 def overlay_argument(name: str) -> str:
-    """``overlay_files(name)`` as one comma-separated string, to append to ``--config_file``."""
-    return ",".join(str(f) for f in overlay_files(name))
+    """``overlay_files(name)`` as quoted, comma-separated items (Python literals) to put inside the list form of
+    ``--config_file``: ``"['configs/train.json',<this>,'configs/settings.json']"``."""
+    return ",".join(repr(str(f)) for f in overlay_files(name))
 
 
 def _saved_file(handler: Any) -> str | None:
