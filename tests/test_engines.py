@@ -1,9 +1,8 @@
-"""Tests of monai_adv.engines: mixed adversarial training, adversarial validation, catastrophic-overfitting guard."""
+"""Tests of monai_adv.engines: mixed adversarial training and adversarial validation."""
 
 from __future__ import annotations
 
 import copy
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -21,7 +20,6 @@ from monai_adv.engines import (
     ADVERSARIAL_KEY,
     AdversarialEvaluator,
     AttackConfig,
-    CatastrophicOverfittingGuard,
     MixedAdversarialTrainer,
     adversarial_count,
     replace_with_adversarial,
@@ -253,89 +251,6 @@ def test_eps_warmup_schedule():
         make_trainer(tiny_net(), items, eps=0.01, ratio=1.5)
     with pytest.raises(ValueError):
         make_trainer(tiny_net(), items, eps=0.01, attack="fgsm_rs", steps=3)
-
-
-def _guarded_run(sequence, **guard_kwargs):
-    """Train with an AdversarialEvaluator whose metric is overwritten by ``sequence`` (one value per epoch)."""
-    net = tiny_net()
-    states = {}
-
-    def fake_metric(engine):
-        engine.state.metrics["val_robust_acc"] = sequence[engine.state.epoch - 1]
-        states[engine.state.epoch] = copy.deepcopy(engine.network.state_dict())
-
-    after = {}
-
-    def record_after(engine):
-        after[engine.state.epoch] = copy.deepcopy(engine.network.state_dict())
-
-    class Fake:
-        def __init__(self, fn):
-            self.fn = fn
-
-        def attach(self, engine):
-            engine.add_event_handler(Events.EPOCH_COMPLETED, self.fn)
-
-    guard = CatastrophicOverfittingGuard(**guard_kwargs)
-    evaluator = AdversarialEvaluator(
-        device=DEVICE, val_data_loader=DataLoader(random_items(4, seed=1), batch_size=4), network=net,
-        postprocessing=postprocessing(),
-        key_val_metric={"val_robust_acc": Accuracy(output_transform=from_engine(["pred", "label"]))},
-        val_handlers=[Fake(fake_metric), guard, Fake(record_after)], eps=0.03, attack="pgd", steps=1,
-    )
-    trainer = make_trainer(
-        net, random_items(8), max_epochs=len(sequence), attack="fgsm_rs", eps=0.03, ratio=1.0,
-        train_handlers=[ValidationHandler(validator=evaluator, interval=1)],
-    )
-    guard.set_trainer(trainer)
-    trainer.run()
-    return trainer, guard, states, after
-
-
-def _same_state(a, b):
-    return all(torch.equal(a[k], b[k]) for k in a)
-
-
-def test_guard_rolls_back_and_stops_on_collapse():
-    trainer, guard, states, after = _guarded_run([0.30, 0.50, 0.45, 0.05, 0.60, 0.60], max_drop=0.2)
-    assert trainer.state.epoch == 4  # stopped after the collapse at epoch 4
-    assert guard.collapse_epochs == [4] and guard.best_epoch == 2 and guard.best_metric == 0.5
-    assert not _same_state(states[4], states[2])
-    assert _same_state(after[4], states[2])  # rolled back to the best state
-
-
-def test_guard_rollback_without_stop_and_floor():
-    trainer, guard, states, after = _guarded_run([0.30, 0.40, 0.25, 0.40], max_drop=0.5, floor=0.3, stop=False)
-    assert trainer.state.epoch == 4  # not stopped
-    assert guard.collapse_epochs == [3]  # 0.25 < floor 0.3 <= best 0.4, while the drop 0.15 is tolerated
-    assert _same_state(after[3], states[2])
-    assert not _same_state(after[4], states[2])  # trained on from the restored state
-
-
-def test_guard_rule_on_a_metric_sequence():
-    net = nn.Linear(2, 2)
-    optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
-    trainer = SimpleNamespace(terminated=0)
-    trainer.terminate = lambda: setattr(trainer, "terminated", trainer.terminated + 1)
-    guard = CatastrophicOverfittingGuard(trainer=trainer, metric_name="acc", max_drop=0.1, floor=0.05, stop=True,
-                                         optimizer=optimizer)
-    engine = SimpleNamespace(state=SimpleNamespace(metrics={}, epoch=0, key_metric_name="other"), network=net)
-    best_weight = None
-    for epoch, value in enumerate([0.02, 0.20, 0.15, 0.30, 0.25, 0.19], start=1):
-        engine.state.epoch, engine.state.metrics["acc"] = epoch, value
-        with torch.no_grad():
-            net.weight.add_(1.0)  # training moves the weights every epoch
-        net(torch.ones(1, 2)).sum().backward()
-        optimizer.step()
-        guard(engine)
-        if epoch == 4:
-            best_weight = net.weight.detach().clone()
-    # 0.02 -> first best (below the floor, but the floor was never reached: no collapse); 0.15 and 0.25 are within
-    # max_drop of the best; 0.19 is 0.11 below the best 0.30: collapse
-    assert guard.collapse_epochs == [6] and guard.best_epoch == 4
-    assert trainer.terminated == 1
-    assert torch.equal(net.weight, best_weight)
-    assert guard.history[-1] == (6, 0.19)
 
 
 def test_adversarial_evaluator_on_trained_model():
