@@ -8,6 +8,7 @@ from monai_adv.handlers.collect import PerImageCollector
 from monai_adv.handlers.evaluator_data import EvaluatorDataHandler
 from monai_adv.handlers.overfit_guard import CatastrophicOverfittingGuard
 from monai_adv.handlers.resume import TrainingResume
+from monai_adv.handlers.robustness_comparison import RobustnessComparison
 from monai_adv.handlers.triage import SensitivityTriage, load_threshold
 
-__all__ = ["AtomicCheckpointSaver", "AtomicDiskSaver", "AttackSweep", "CatastrophicOverfittingGuard", "ClassificationMetricsWriter", "EvaluatorDataHandler", "PredictionCSVWriter", "PerImageCollector", "SensitivityTriage", "TrainingResume", "StrictCheckpointLoad", "load_threshold"]
+__all__ = ["AtomicCheckpointSaver", "AtomicDiskSaver", "AttackSweep", "CatastrophicOverfittingGuard", "ClassificationMetricsWriter", "EvaluatorDataHandler", "PredictionCSVWriter", "PerImageCollector", "RobustnessComparison", "SensitivityTriage", "TrainingResume", "StrictCheckpointLoad", "load_threshold"]
