@@ -15,7 +15,12 @@ every Ignite/MONAI event fires and postprocessing, metrics and handlers work as 
 (:mod:`monai_adv.attacks`) run the network in eval mode (BatchNorm statistics and dropout untouched) and take
 gradients with ``torch.autograd.grad`` w.r.t. the input only, so parameter ``.grad`` is never touched.
 
-Inputs must be images in [0, 1] (any z-score normalisation lives inside the network), labels class indices ``(B,)``.
+The attacks step and clip in [0, 1] (eps is a fraction of the intensity window). Network inputs are [0, 1] images by
+default; for other inputs (a z-score, raw HU) give ``input_space`` (:mod:`monai_adv.input_space`): the attacks then
+run on ``u = input_space.to_unit(x)`` against ``input_space.wrap(model)`` and the batch receives
+``input_space.to_network(u_adv)``. Labels are class indices ``(B,)``. The network's outputs are checked once, on the
+first iteration (:func:`~monai_adv.network_output.check_classifier_outputs`): a network returning probabilities
+stops the run.
 Reference the classes from bundle configs by full dotted path, e.g. ``monai_adv.engines.MixedAdversarialTrainer``.
 """
 
@@ -31,6 +36,7 @@ from ignite.engine import Engine, EventEnum
 from ignite.metrics import Metric
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
 from monai.engines.utils import IterationEvents, default_metric_cmp_fn, default_prepare_batch
+from monai.utils.enums import CommonKeys
 from monai.inferers import Inferer, SimpleInferer
 from monai.transforms import Transform
 from monai.utils import ForwardMode
@@ -40,6 +46,8 @@ from torch.utils.data import DataLoader
 
 from monai_adv.attacks import BIM, FGSM, PGD
 from monai_adv.attacks.base import check_eps, plain_tensor, restore_type
+from monai_adv.input_space import InputSpace, as_input_space
+from monai_adv.network_output import check_classifier_outputs
 
 __all__ = [
     "ADVERSARIAL_KEY",
@@ -182,17 +190,24 @@ def adversarial_count(batch_size: int, ratio: float) -> int:
 
 
 def replace_with_adversarial(
-    images: torch.Tensor, labels: torch.Tensor | None, index: torch.Tensor, attack: Callable[..., torch.Tensor]
+    images: torch.Tensor,
+    labels: torch.Tensor | None,
+    index: torch.Tensor,
+    attack: Callable[..., torch.Tensor],
+    input_space: InputSpace | None = None,
 ) -> torch.Tensor:
-    """Copy of ``images`` ``(B, C, *spatial)`` whose samples ``index`` ``(k,)`` are replaced by
-    ``attack(images[index], labels[index])``; same tensor type (``MetaTensor`` metadata kept), dtype and device.
-    ``labels`` ``(B,)`` (or ``(B, 1)``) class indices, or ``None`` to attack the clean predictions."""
+    """Copy of the network inputs ``images`` ``(B, C, *spatial)`` whose samples ``index`` ``(k,)`` are replaced by
+    ``input_space.to_network(attack(input_space.to_unit(images[index]), labels[index]))``; same tensor type
+    (``MetaTensor`` metadata kept), dtype and device. ``labels`` ``(B,)`` (or ``(B, 1)``) class indices, or ``None``
+    to attack the clean predictions. ``attack`` works on ``u`` in [0, 1], so it must attack the model as a function
+    of ``u`` (``input_space.wrap(model)``). ``input_space`` ``None``: [0, 1] inputs, attacked as they are."""
+    space = InputSpace() if input_space is None else input_space
     x = plain_tensor(images).detach()
     mixed = x.clone()
     if index.numel() > 0:
         sub_labels = None if labels is None else plain_tensor(labels).detach()[index]
-        adv = attack(x[index], sub_labels)
-        mixed[index] = plain_tensor(adv).detach().to(mixed.dtype)
+        adv = attack(space.to_unit(x[index]), sub_labels)
+        mixed[index] = space.to_network(plain_tensor(adv).detach()).to(mixed.dtype)
     return restore_type(images, mixed)
 
 
@@ -201,6 +216,16 @@ def _split_batch(batch: Sequence) -> tuple[torch.Tensor, torch.Tensor | None, tu
         return batch[0], batch[1], (), {}
     inputs, targets, args, kwargs = batch
     return inputs, targets, tuple(args or ()), dict(kwargs or {})
+
+
+def _check_outputs_once(engine: Engine) -> None:
+    """On the first ``FORWARD_COMPLETED`` of ``engine``: refuse a network whose predictions are not logits."""
+    if getattr(engine, "_outputs_checked", False):
+        return
+    output = engine.state.output
+    if isinstance(output, dict) and isinstance(output.get(CommonKeys.PRED), torch.Tensor):
+        check_classifier_outputs(engine.network, output[CommonKeys.PRED], f"{type(engine).__name__}'s network")
+    engine._outputs_checked = True
 
 
 def _add_mask_to_output(engine: Engine) -> None:
@@ -253,6 +278,10 @@ class MixedAdversarialTrainer(SupervisedTrainer):
             at 1; an epoch uses the entry with the largest ``first_epoch <= epoch``. E.g. the public code's LIDC run:
             ``[[1, 0.001], [151, 0.002]]``. Not combinable with ``eps_warmup_epochs``; ``eps``, if also given, must
             equal the last entry (``self.eps`` is set to it).
+        input_space: how the network input follows from the [0, 1] image ``u`` the attacks perturb (an
+            :class:`~monai_adv.input_space.InputSpace`, ``ZScoreInputSpace()``, or a pair ``(low, high)``);
+            ``None`` (default): the network reads [0, 1] images, attacked as they are. A factory ``attack`` is
+            given the model as a function of ``u`` and called on ``u``.
 
     The attacks call ``inferer(x, network, *args, **kwargs)`` directly (unwrapping ``DistributedDataParallel``;
     extra arguments from ``prepare_batch`` that are per-sample tensors ``(B, ...)`` are restricted to the attacked
@@ -299,6 +328,7 @@ class MixedAdversarialTrainer(SupervisedTrainer):
         eps_warmup_epochs: int = 0,
         eps_warmup_start: float = 0.0,
         eps_schedule: Sequence[Sequence[float]] | None = None,
+        input_space: InputSpace | Sequence[float] | None = None,
     ) -> None:
         if not 0.0 <= float(ratio) <= 1.0:
             raise ValueError(f"ratio must lie in [0, 1], got {ratio}")
@@ -307,6 +337,7 @@ class MixedAdversarialTrainer(SupervisedTrainer):
         self.attack = _attack_config(attack, steps, step_size, restarts, default_steps=7)
         self.ratio = float(ratio)
         self.selection = selection
+        self.input_space = as_input_space(input_space)
         self._set_eps(eps, eps_warmup_epochs, eps_warmup_start, eps_schedule)
         super().__init__(
             device=device, max_epochs=max_epochs, train_data_loader=train_data_loader, network=network,
@@ -323,6 +354,7 @@ class MixedAdversarialTrainer(SupervisedTrainer):
         self.state.adversarial = {}
         # registered before the user's handlers so that all of them see output["adversarial"]
         self.add_event_handler(IterationEvents.FORWARD_COMPLETED, _add_mask_to_output)
+        self.add_event_handler(IterationEvents.FORWARD_COMPLETED, _check_outputs_once)
         if train_handlers is not None:
             self._register_handlers(train_handlers)
 
@@ -389,9 +421,9 @@ class MixedAdversarialTrainer(SupervisedTrainer):
         count = adversarial_count(size, self.ratio) if eps > 0 else 0
         index = self._select(size, count, inputs.device)
         if count > 0:
-            model = _attack_model(self.network, self.inferer, args, net_kwargs, index, size)
+            model = self.input_space.wrap(_attack_model(self.network, self.inferer, args, net_kwargs, index, size))
             attack = self.attack.build(model, eps) if isinstance(self.attack, AttackConfig) else self.attack(model, eps)
-            inputs = replace_with_adversarial(inputs, targets, index, attack)
+            inputs = replace_with_adversarial(inputs, targets, index, attack, self.input_space)
         mask = torch.zeros(size, dtype=torch.bool, device=inputs.device)
         mask[index] = True
         self.state.adversarial = {"count": count, "eps": eps, "attack": _attack_name(self.attack), "mask": mask}
@@ -423,6 +455,8 @@ class AdversarialEvaluator(SupervisedEvaluator):
         restarts: PGD random restarts (default 1); more gives a stronger, slower evaluation.
         use_predicted_labels: attack the clean predictions instead of the labels (what the paper's code did with
             ART); default False (attack the true labels).
+        input_space: as for :class:`MixedAdversarialTrainer`; ``output["image"]`` holds the network inputs
+            ``input_space.to_network(u_adv)``.
 
     A validation ``eps`` should be the training eps (or the final eps of a schedule): robust accuracy at a larger
     eps is not what the training optimises.
@@ -459,11 +493,13 @@ class AdversarialEvaluator(SupervisedEvaluator):
         step_size: float | None = None,
         restarts: int = 1,
         use_predicted_labels: bool = False,
+        input_space: InputSpace | Sequence[float] | None = None,
     ) -> None:
         check_eps(eps)
         self.eps = float(eps)
         self.attack = _attack_config(attack, steps, step_size, restarts, default_steps=10)
         self.use_predicted_labels = use_predicted_labels
+        self.input_space = as_input_space(input_space)
         super().__init__(
             device=device, val_data_loader=val_data_loader, network=network, epoch_length=epoch_length,
             non_blocking=non_blocking, prepare_batch=prepare_batch, iteration_update=iteration_update,
@@ -476,6 +512,7 @@ class AdversarialEvaluator(SupervisedEvaluator):
         self.prepare_batch = self._prepare_adversarial_batch
         self.state.adversarial = {}
         self.add_event_handler(IterationEvents.FORWARD_COMPLETED, _add_mask_to_output)
+        self.add_event_handler(IterationEvents.FORWARD_COMPLETED, _check_outputs_once)
         if val_handlers is not None:
             self._register_handlers(val_handlers)
 
@@ -488,14 +525,14 @@ class AdversarialEvaluator(SupervisedEvaluator):
         size = inputs.shape[0]
         index = torch.arange(size, device=inputs.device)
         if self.eps > 0:
-            model = _attack_model(self.network, self.inferer, args, net_kwargs)
+            model = self.input_space.wrap(_attack_model(self.network, self.inferer, args, net_kwargs))
             if isinstance(self.attack, AttackConfig):
                 attack = self.attack.build(model, self.eps, self.use_predicted_labels)
             else:
                 attack = self.attack(model, self.eps)
             labels = None if self.use_predicted_labels else targets
             with torch.enable_grad():
-                inputs = replace_with_adversarial(inputs, labels, index, attack)
+                inputs = replace_with_adversarial(inputs, labels, index, attack, self.input_space)
         count = size if self.eps > 0 else 0
         mask = torch.full((size,), count > 0, dtype=torch.bool, device=inputs.device)
         self.state.adversarial = {"count": count, "eps": self.eps, "attack": _attack_name(self.attack), "mask": mask}
