@@ -370,3 +370,151 @@ def test_factory_attack_and_bundle_config():
     trainer.run()
     assert trainer.state.adversarial["eps"] == 0.002 and trainer.state.adversarial["count"] == 2
     assert evaluator.state.adversarial["count"] == 4
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# input spaces: network inputs that are not [0, 1]
+
+
+def _zscore(u: torch.Tensor) -> torch.Tensor:
+    flat = u.flatten(1)
+    return (u - flat.mean(1).view(-1, 1, 1, 1)) / flat.std(1, unbiased=False).view(-1, 1, 1, 1)
+
+
+def _minmax(x: torch.Tensor) -> torch.Tensor:
+    lo, hi = x.amin((1, 2, 3), keepdim=True), x.amax((1, 2, 3), keepdim=True)
+    return (x - lo) / (hi - lo)
+
+
+class _OfU(nn.Module):
+    """``net(to_network(u))`` written out by hand."""
+
+    def __init__(self, net, to_network):
+        super().__init__()
+        self.net, self.to_network = net, to_network
+
+    def forward(self, u):
+        return self.net(self.to_network(u))
+
+
+def _small_net(offset: float = 0.0, scale: float = 1.0) -> nn.Module:
+    torch.manual_seed(0)
+    body = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 2))
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = body
+
+        def forward(self, x):
+            return self.body((x - offset) / scale)
+
+    return Net()
+
+
+def test_adversarial_evaluator_through_a_zscore_input_space():
+    from monai_adv.input_space import ZScoreInputSpace
+
+    u = _minmax(torch.rand(8, 1, 4, 4, generator=torch.Generator().manual_seed(0)))
+    x = _zscore(u)
+    net = _small_net()
+    with torch.no_grad():
+        labels = net(x).argmax(1)
+    items = [{"image": x[i], "label": labels[i]} for i in range(8)]
+    evaluator = AdversarialEvaluator(
+        device=DEVICE, val_data_loader=DataLoader(items, batch_size=4), network=net, postprocessing=postprocessing(),
+        key_val_metric={"acc": Accuracy(output_transform=from_engine(["pred", "label"]))}, eps=0.1, steps=3,
+        input_space=ZScoreInputSpace(),
+    )
+    inputs = []
+    evaluator.add_event_handler(IterationEvents.FORWARD_COMPLETED,
+                                lambda e: inputs.append(torch.as_tensor(e.state.output["image"]).clone()))
+    torch.manual_seed(1)
+    evaluator.run()
+    # by hand: PGD on u against net(zscore(u)), the batch gets zscore(u_adv)
+    torch.manual_seed(1)
+    correct, expected = 0, []
+    for batch in DataLoader(items, batch_size=4):
+        adv_u = PGD(_OfU(net, _zscore), 0.1, steps=3)(_minmax(batch["image"]), batch["label"])
+        expected.append(_zscore(adv_u))
+        with torch.no_grad():
+            correct += int((net(expected[-1]).argmax(1) == batch["label"]).sum())
+    for got, want in zip(inputs, expected):
+        torch.testing.assert_close(got, want)
+    assert evaluator.state.metrics["acc"] == correct / 8 < 1.0
+
+
+def test_trainer_attacks_u_through_a_fixed_hu_window():
+    from monai_adv.input_space import InputSpace
+
+    eps, space = 0.05, InputSpace(-1000, 400)
+    net = _small_net(offset=-300.0, scale=700.0)
+    hu = -1000 + 1400 * torch.rand(8, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    items = [{"image": hu[i], "label": torch.tensor(i % 2)} for i in range(8)]
+    called = []
+
+    def factory(model, eps):
+        pgd = PGD(model, eps, steps=2)
+
+        def attack(images, labels):
+            called.append((model, images.clone()))
+            return pgd(images, labels)
+
+        return attack
+
+    trainer = make_trainer(net, items, batch_size=4, eps=eps, ratio=0.5, attack=factory, selection="first",
+                           decollate=False, input_space=space)
+    seen = []
+    trainer.add_event_handler(IterationEvents.FORWARD_COMPLETED, lambda e: seen.append(
+        (torch.as_tensor(e.state.batch["image"]).clone(), torch.as_tensor(e.state.output["image"]).clone())))
+    trainer.run()
+    assert len(called) == 2
+    for (model, images), (clean, mixed) in zip(called, seen):
+        torch.testing.assert_close(images, (clean[:2] + 1000) / 1400)  # the attack is given u
+        with torch.no_grad():
+            torch.testing.assert_close(model(images), net(clean[:2]), rtol=1e-5, atol=1e-5)  # and net of u
+        diff = (mixed - clean).abs()
+        assert torch.equal(mixed[2:], clean[2:])
+        assert 0.5 * eps * 1400 < float(diff[:2].max()) <= eps * 1400 * (1 + 1e-5)  # eps is a fraction of the window
+        assert float(mixed.min()) >= -1000 - 1e-3 and float(mixed.max()) <= 400 + 1e-3
+
+
+def test_raw_hu_without_an_input_space_is_refused():
+    from monai_adv.input_space import InputSpaceError
+
+    items = [{"image": -1000 + 1400 * torch.rand(1, 4, 4), "label": torch.tensor(i % 2)} for i in range(4)]
+    trainer = make_trainer(_small_net(offset=-300.0, scale=700.0), items, batch_size=4, eps=0.01, ratio=1.0, steps=1)
+    with pytest.raises(InputSpaceError, match="adv_input_space"):
+        trainer.run()
+
+
+@pytest.mark.parametrize("cls", [MixedAdversarialTrainer, AdversarialEvaluator])
+def test_engines_refuse_probability_outputs_on_the_first_iteration(cls):
+    from monai_adv.network_output import ProbabilityOutputError
+
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 2), nn.Softmax(dim=1))
+    loader = DataLoader([{"image": torch.rand(1, 4, 4), "label": torch.tensor(i % 2)} for i in range(8)], batch_size=2)
+    if cls is MixedAdversarialTrainer:
+        engine = make_trainer(net, loader.dataset, batch_size=2, eps=0.01, steps=1)
+    else:
+        engine = AdversarialEvaluator(device=DEVICE, val_data_loader=loader, network=net, eps=0.01, steps=1)
+    with pytest.raises(ProbabilityOutputError, match=f"{cls.__name__}'s network ends in Softmax"):
+        engine.run()
+    assert engine.state.iteration == 1
+
+
+def test_replace_with_adversarial_maps_to_u_and_back():
+    from monai_adv.input_space import InputSpace
+
+    space = InputSpace(-1.0, 1.0)
+    x = torch.rand(4, 1, 4, 4) * 2 - 1
+    seen = []
+
+    def attack(u, labels):
+        seen.append(u.clone())
+        return (u + 0.25).clamp(0, 1)
+
+    out = replace_with_adversarial(x, None, torch.tensor([1, 3]), attack, space)
+    torch.testing.assert_close(seen[0], (x[[1, 3]] + 1) / 2)
+    torch.testing.assert_close(out[[1, 3]], ((x[[1, 3]] + 1) / 2 + 0.25).clamp(0, 1) * 2 - 1)
+    assert torch.equal(out[[0, 2]], x[[0, 2]])
