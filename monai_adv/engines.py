@@ -8,7 +8,8 @@
 * :class:`AdversarialEvaluator`: a ``SupervisedEvaluator`` that scores white-box adversarial examples crafted
   against the current network, for checkpoint selection by robust accuracy or for plain robust evaluation.
 
-The validator's guard against catastrophic overfitting is a handler: :class:`monai_adv.handlers.CatastrophicOverfittingGuard`.
+The validator's guard against catastrophic overfitting is a handler:
+:class:`monai_adv.handlers.CatastrophicOverfittingGuard`.
 
 Both engines only change the images their ``prepare_batch`` returns; the rest of MONAI's iteration runs unchanged, so
 every Ignite/MONAI event fires and postprocessing, metrics and handlers work as with the plain engines. The attacks

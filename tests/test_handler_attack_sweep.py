@@ -32,7 +32,8 @@ N = 10
 def tiny_net(seed: int = 0, offset: float = 0.0, scale: float = 1.0) -> nn.Module:
     """A small CNN reading ``(x - offset) / scale`` (a network trained on raw HU normalises them first)."""
     torch.manual_seed(seed)
-    body = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, 2))
+    body = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+                         nn.Linear(16, 2))
 
     class Net(nn.Module):
         def __init__(self):

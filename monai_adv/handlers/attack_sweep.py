@@ -256,7 +256,9 @@ class AttackSweep(EvaluatorDataHandler):
         label = values["label"][: self.n_examples]
         return images, None if (label < 0).any() else torch.from_numpy(label).to(device)
 
-    def _write(self, model: torch.nn.Module, checks: Mapping[str, Any], examples: tuple[torch.Tensor, Any] | None) -> None:
+    def _write(
+        self, model: torch.nn.Module, checks: Mapping[str, Any], examples: tuple[torch.Tensor, Any] | None
+    ) -> None:
         rows = sweep_rows(self.result, self.native_per_unit)
         os.makedirs(self.output_dir, exist_ok=True)
         write_sweep_csv(os.path.join(self.output_dir, "attack_sweep.csv"), rows)

@@ -122,7 +122,8 @@ class RobustnessComparison(EvaluatorDataHandler):
         self.reports: dict[str, dict[str, Any]] | None = None
 
     def load_robust(self, network: nn.Module) -> None:
-        """Load ``robust_ckpt_path`` into ``network`` (checked; see :class:`~monai_adv.handlers.StrictCheckpointLoad`)."""
+        """Load ``robust_ckpt_path`` into ``network``, checked as
+        :class:`~monai_adv.handlers.StrictCheckpointLoad` checks it."""
         load_dict: dict[str, Any] = {"model": network}
         if self.identity is not None:
             load_dict["identity"] = self.identity
