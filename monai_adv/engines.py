@@ -36,7 +36,7 @@ import torch
 from ignite.engine import Engine, EventEnum
 from ignite.metrics import Metric
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
-from monai.engines.utils import IterationEvents, default_metric_cmp_fn, default_prepare_batch
+from monai.engines.utils import default_metric_cmp_fn, default_prepare_batch
 from monai.utils.enums import CommonKeys
 from monai.inferers import Inferer, SimpleInferer
 from monai.transforms import Transform
@@ -47,7 +47,8 @@ from torch.utils.data import DataLoader
 
 from monai_adv.attacks import BIM, FGSM, PGD
 from monai_adv.attacks.base import check_eps, plain_tensor, restore_type
-from monai_adv.input_space import InputSpace, as_input_space
+from monai_adv.handlers.adversarial_batches import AdversarialBatches
+from monai_adv.input_space import InputSpace
 from monai_adv.network_output import check_classifier_outputs
 
 __all__ = [
@@ -331,15 +332,10 @@ class MixedAdversarialTrainer(SupervisedTrainer):
         eps_schedule: Sequence[Sequence[float]] | None = None,
         input_space: InputSpace | Sequence[float] | None = None,
     ) -> None:
-        if not 0.0 <= float(ratio) <= 1.0:
-            raise ValueError(f"ratio must lie in [0, 1], got {ratio}")
-        if selection not in ("random", "first"):
-            raise ValueError(f"selection must be 'random' or 'first', got {selection!r}")
-        self.attack = _attack_config(attack, steps, step_size, restarts, default_steps=7)
-        self.ratio = float(ratio)
-        self.selection = selection
-        self.input_space = as_input_space(input_space)
-        self._set_eps(eps, eps_warmup_epochs, eps_warmup_start, eps_schedule)
+        self.adversarial_batches = AdversarialBatches(
+            eps, attack, ratio, steps, step_size, restarts, selection, eps_warmup_epochs, eps_warmup_start,
+            eps_schedule, input_space, default_steps=7,
+        )
         super().__init__(
             device=device, max_epochs=max_epochs, train_data_loader=train_data_loader, network=network,
             optimizer=optimizer, loss_function=loss_function, epoch_length=epoch_length, non_blocking=non_blocking,
@@ -350,85 +346,18 @@ class MixedAdversarialTrainer(SupervisedTrainer):
             to_kwargs=to_kwargs, amp_kwargs=amp_kwargs, compile=compile, compile_kwargs=compile_kwargs,
             accumulation_steps=accumulation_steps,
         )
-        self.clean_prepare_batch = self.prepare_batch
-        self.prepare_batch = self._prepare_adversarial_batch
-        self.state.adversarial = {}
-        # registered before the user's handlers so that all of them see output["adversarial"]
-        self.add_event_handler(IterationEvents.FORWARD_COMPLETED, _add_mask_to_output)
-        self.add_event_handler(IterationEvents.FORWARD_COMPLETED, _check_outputs_once)
+        self.adversarial_batches.attach(self)  # before the user's handlers: they all see output["adversarial"]
         if train_handlers is not None:
             self._register_handlers(train_handlers)
 
-    def _set_eps(self, eps: float | None, warmup_epochs: int, warmup_start: float,
-                 schedule: Sequence[Sequence[float]] | None) -> None:
-        if schedule is not None:
-            if warmup_epochs:
-                raise ValueError("give either eps_schedule or eps_warmup_epochs, not both")
-            entries = [(int(e), float(v)) for e, v in schedule]
-            epochs = [e for e, _ in entries]
-            if not entries or epochs[0] != 1 or any(b <= a for a, b in zip(epochs, epochs[1:])):
-                raise ValueError(
-                    f"eps_schedule must be [[1, eps], [epoch, eps], ...] with increasing epochs, got {schedule}"
-                )
-            for _, v in entries:
-                check_eps(v)
-            if eps is not None and float(eps) != entries[-1][1]:
-                raise ValueError(f"eps={eps} disagrees with the last eps of eps_schedule ({entries[-1][1]})")
-            self.eps_schedule: list[tuple[int, float]] | None = entries
-            self.eps = entries[-1][1]
-        else:
-            if eps is None:
-                raise ValueError("eps (or eps_schedule) is required")
-            check_eps(eps)
-            check_eps(warmup_start, "eps_warmup_start")
-            if int(warmup_epochs) != warmup_epochs or warmup_epochs < 0:
-                raise ValueError(f"eps_warmup_epochs must be a non-negative integer, got {warmup_epochs}")
-            self.eps_schedule = None
-            self.eps = float(eps)
-        self.eps_warmup_epochs = int(warmup_epochs)
-        self.eps_warmup_start = float(warmup_start)
+    eps = property(lambda self: self.adversarial_batches.eps, doc="the final eps (of a schedule or warm-up)")
+    attack = property(lambda self: self.adversarial_batches.attack)
+    ratio = property(lambda self: self.adversarial_batches.ratio)
+    input_space = property(lambda self: self.adversarial_batches.input_space)
 
     def eps_at(self, epoch: int) -> float:
         """Eps used during the 1-based ``epoch``, by ``eps_schedule`` or the linear warm-up (see class doc)."""
-        if self.eps_schedule is not None:
-            value = self.eps_schedule[0][1]
-            for first_epoch, eps in self.eps_schedule:
-                if epoch >= first_epoch:
-                    value = eps
-            return value
-        if self.eps_warmup_epochs > 0 and epoch < self.eps_warmup_epochs:
-            start = self.eps_warmup_start
-            return start + (self.eps - start) * max(epoch, 0) / self.eps_warmup_epochs
-        return self.eps
-
-    def _select(self, batch_size: int, count: int, device: torch.device) -> torch.Tensor:
-        # no random draw when there is nothing to choose, so ratio 0 or 1 leaves the RNG stream as a plain trainer's
-        if self.selection == "first" or count in (0, batch_size):
-            index = torch.arange(count)
-        else:
-            index = torch.randperm(batch_size)[:count].sort().values
-        return index.to(device)
-
-    def _prepare_adversarial_batch(
-        self, batchdata: Any, device: str | torch.device | None = None, non_blocking: bool = False, **kwargs: Any
-    ) -> tuple:
-        """``clean_prepare_batch`` followed by the replacement of ``round(ratio * B)`` inputs by adversarial ones."""
-        batch = self.clean_prepare_batch(batchdata, device, non_blocking, **kwargs)
-        inputs, targets, args, net_kwargs = _split_batch(batch)
-        if targets is None:
-            raise ValueError("adversarial training needs labels: prepare_batch returned no targets")
-        eps = self.eps_at(self.state.epoch)
-        size = inputs.shape[0]
-        count = adversarial_count(size, self.ratio) if eps > 0 else 0
-        index = self._select(size, count, inputs.device)
-        if count > 0:
-            model = self.input_space.wrap(_attack_model(self.network, self.inferer, args, net_kwargs, index, size))
-            attack = self.attack.build(model, eps) if isinstance(self.attack, AttackConfig) else self.attack(model, eps)
-            inputs = replace_with_adversarial(inputs, targets, index, attack, self.input_space)
-        mask = torch.zeros(size, dtype=torch.bool, device=inputs.device)
-        mask[index] = True
-        self.state.adversarial = {"count": count, "eps": eps, "attack": _attack_name(self.attack), "mask": mask}
-        return (inputs, targets) if len(batch) == 2 else (inputs, targets, *batch[2:])
+        return self.adversarial_batches.eps_at(epoch)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -496,11 +425,10 @@ class AdversarialEvaluator(SupervisedEvaluator):
         use_predicted_labels: bool = False,
         input_space: InputSpace | Sequence[float] | None = None,
     ) -> None:
-        check_eps(eps)
-        self.eps = float(eps)
-        self.attack = _attack_config(attack, steps, step_size, restarts, default_steps=10)
-        self.use_predicted_labels = use_predicted_labels
-        self.input_space = as_input_space(input_space)
+        self.adversarial_batches = AdversarialBatches(
+            eps, attack, 1.0, steps, step_size, restarts, input_space=input_space,
+            use_predicted_labels=use_predicted_labels, default_steps=10,
+        )
         super().__init__(
             device=device, val_data_loader=val_data_loader, network=network, epoch_length=epoch_length,
             non_blocking=non_blocking, prepare_batch=prepare_batch, iteration_update=iteration_update,
@@ -509,34 +437,11 @@ class AdversarialEvaluator(SupervisedEvaluator):
             mode=mode, event_names=event_names, event_to_attr=event_to_attr, decollate=decollate,
             to_kwargs=to_kwargs, amp_kwargs=amp_kwargs, compile=compile, compile_kwargs=compile_kwargs,
         )
-        self.clean_prepare_batch = self.prepare_batch
-        self.prepare_batch = self._prepare_adversarial_batch
-        self.state.adversarial = {}
-        self.add_event_handler(IterationEvents.FORWARD_COMPLETED, _add_mask_to_output)
-        self.add_event_handler(IterationEvents.FORWARD_COMPLETED, _check_outputs_once)
+        self.adversarial_batches.attach(self)
         if val_handlers is not None:
             self._register_handlers(val_handlers)
 
-    def _prepare_adversarial_batch(
-        self, batchdata: Any, device: str | torch.device | None = None, non_blocking: bool = False, **kwargs: Any
-    ) -> tuple:
-        """``clean_prepare_batch`` followed by the replacement of every input by its adversarial example."""
-        batch = self.clean_prepare_batch(batchdata, device, non_blocking, **kwargs)
-        inputs, targets, args, net_kwargs = _split_batch(batch)
-        size = inputs.shape[0]
-        index = torch.arange(size, device=inputs.device)
-        if self.eps > 0:
-            model = self.input_space.wrap(_attack_model(self.network, self.inferer, args, net_kwargs))
-            if isinstance(self.attack, AttackConfig):
-                attack = self.attack.build(model, self.eps, self.use_predicted_labels)
-            else:
-                attack = self.attack(model, self.eps)
-            labels = None if self.use_predicted_labels else targets
-            with torch.enable_grad():
-                inputs = replace_with_adversarial(inputs, labels, index, attack, self.input_space)
-        count = size if self.eps > 0 else 0
-        mask = torch.full((size,), count > 0, dtype=torch.bool, device=inputs.device)
-        self.state.adversarial = {"count": count, "eps": self.eps, "attack": _attack_name(self.attack), "mask": mask}
-        if len(batch) == 2:
-            return inputs, targets
-        return (inputs, targets, *batch[2:])
+    eps = property(lambda self: self.adversarial_batches.eps)
+    attack = property(lambda self: self.adversarial_batches.attack)
+    input_space = property(lambda self: self.adversarial_batches.input_space)
+    use_predicted_labels = property(lambda self: self.adversarial_batches.use_predicted_labels)

@@ -176,3 +176,14 @@ def test_builds_from_a_bundle_config():
     })
     guard = parser.get_parsed_content("guard")
     assert isinstance(guard, CatastrophicOverfittingGuard) and guard.max_drop == 0.3 and guard.floor == 0.05
+
+
+def test_disabled_guard_attaches_nothing():
+    from ignite.engine import Engine
+
+    engine = Engine(lambda e, b: None)
+    CatastrophicOverfittingGuard(enabled=False).attach(engine)
+    guard = CatastrophicOverfittingGuard()
+    guard.attach(engine)
+    assert engine.has_event_handler(guard, Events.EPOCH_COMPLETED)
+    assert len(engine._event_handlers[Events.EPOCH_COMPLETED]) == 1

@@ -61,15 +61,22 @@ def test_overlays_read_only_zoo_ids_or_their_own(name: str) -> None:
     assert not foreign, f"{name} reads ids that are neither zoo conventions nor its own: {sorted(foreign)}"
 
 
-class _Saver:
-    def __init__(self, save_dir: str, key_metric_filename: str) -> None:
-        self.save_dir, self.key_metric_filename = save_dir, key_metric_filename
-
-
 def test_adversarial_training_never_overwrites_the_clean_model(tmp_path: Path) -> None:
+    from ignite.engine import Engine
+    from monai.handlers import CheckpointSaver
+    from torch import nn
+
     clean, robust = tmp_path / "models" / "model.pt", tmp_path / "models" / "model_adversarial.pt"
-    check_clean_model_kept(str(clean), str(robust), [None, _Saver(str(clean.parent), robust.name)])
-    with pytest.raises(OverlayError, match="_Saver in the bundle's handlers saves to .*model.pt.*@ckpt_path"):
-        check_clean_model_kept(str(clean), str(robust), [_Saver(str(clean.parent), "model.pt")])
+    net = nn.Linear(2, 2)
+
+    def engine_saving_to(filename: str) -> Engine:
+        engine = Engine(lambda e, b: None)
+        CheckpointSaver(str(clean.parent), {"model": net}, save_key_metric=True, key_metric_filename=filename,
+                        key_metric_name="acc").attach(engine)
+        return engine
+
+    check_clean_model_kept(str(clean), str(robust), [engine_saving_to(robust.name), Engine(lambda e, b: None)])
+    with pytest.raises(OverlayError, match="CheckpointSaver of the bundle's Engine saves to .*model.pt.*@ckpt_path"):
+        check_clean_model_kept(str(clean), str(robust), [engine_saving_to("model.pt")])
     with pytest.raises(OverlayError, match="set robust_ckpt_path to another file"):
         check_clean_model_kept(str(clean), str(clean), [])

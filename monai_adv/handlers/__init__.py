@@ -1,5 +1,6 @@
 """Ignite handlers for MONAI engines. Reference them by full dotted path, e.g. ``monai_adv.handlers.ClassificationMetricsWriter``."""
 
+from monai_adv.handlers.adversarial_batches import AdversarialBatches
 from monai_adv.handlers.attack_sweep import AttackSweep
 from monai_adv.handlers.checkpoint import StrictCheckpointLoad
 from monai_adv.handlers.checkpoint_saver import AtomicCheckpointSaver, AtomicDiskSaver
@@ -11,4 +12,4 @@ from monai_adv.handlers.resume import TrainingResume
 from monai_adv.handlers.robustness_comparison import RobustnessComparison
 from monai_adv.handlers.triage import SensitivityTriage, load_threshold
 
-__all__ = ["AtomicCheckpointSaver", "AtomicDiskSaver", "AttackSweep", "CatastrophicOverfittingGuard", "ClassificationMetricsWriter", "EvaluatorDataHandler", "PredictionCSVWriter", "PerImageCollector", "RobustnessComparison", "SensitivityTriage", "TrainingResume", "StrictCheckpointLoad", "load_threshold"]
+__all__ = ["AdversarialBatches", "AtomicCheckpointSaver", "AtomicDiskSaver", "AttackSweep", "CatastrophicOverfittingGuard", "ClassificationMetricsWriter", "EvaluatorDataHandler", "PredictionCSVWriter", "PerImageCollector", "RobustnessComparison", "SensitivityTriage", "TrainingResume", "StrictCheckpointLoad", "load_threshold"]

@@ -43,6 +43,7 @@ class CatastrophicOverfittingGuard:
         network: module to snapshot and restore; default the evaluator's ``network``.
         optimizer: optional optimizer whose state (momentum buffers, ...) is snapshot and restored too.
         name: logger name; ``None`` uses the engine's logger.
+        enabled: ``False`` makes :meth:`attach` a no-op (a config switch, e.g. on only for FGSM-RS training).
 
     Attributes after a run: ``best_metric``, ``best_epoch``, ``collapse_epochs`` (validation epochs judged as
     collapses), ``history`` (list of ``(epoch, value)``).
@@ -59,7 +60,9 @@ class CatastrophicOverfittingGuard:
         network: nn.Module | None = None,
         optimizer: Optimizer | None = None,
         name: str | None = None,
+        enabled: bool = True,
     ) -> None:
+        self.enabled = enabled
         if max_drop < 0:
             raise ValueError(f"max_drop must be >= 0, got {max_drop}")
         self.trainer = trainer
@@ -103,6 +106,8 @@ class CatastrophicOverfittingGuard:
     def attach(self, engine: Engine) -> None:
         from ignite.engine import Events
 
+        if not self.enabled:
+            return
         if self.logger is None:
             self.logger = engine.logger
         if not engine.has_event_handler(self, Events.EPOCH_COMPLETED):
