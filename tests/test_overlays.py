@@ -34,7 +34,7 @@ def _flat_keys(config: dict, prefix: str = "") -> set[str]:
 def test_cli_prints_existing_files_in_merge_order() -> None:
     out = subprocess.run([sys.executable, "-m", "monai_adv", "overlay", "attack_sweep"], capture_output=True,
                          text=True, check=True).stdout.strip()
-    files = [Path(p) for p in out.split(",")]
+    files = [Path(p) for p in json.loads(out)]
     assert [f.name for f in files] == ["common.json", "attack_sweep.json"]
     assert all(f.is_absolute() and f.is_file() for f in files)
     assert out == overlay_argument("attack_sweep")

@@ -1,8 +1,8 @@
 """Config overlays that add monai_adv's capabilities to a MONAI classification bundle.
 
 Each overlay is appended after the bundle's own configs in ``--config_file`` (MONAI merges later files over earlier
-ones; ``+key`` appends to a list). ``python -m monai_adv overlay <name>`` prints the files to append, comma-separated:
-``common.json`` (the shared settings) and the overlay itself. The bundle must follow the model zoo's conventions:
+ones; ``+key`` appends to a list). ``python -m monai_adv overlay <name> <bundle configs...>`` prints the whole list for
+``--config_file``: the bundle's configs, then ``common.json`` (the shared settings) and the overlay itself. The bundle must follow the model zoo's conventions:
 ``network``, ``device``, ``num_classes``, ``bundle_root``, ``output_dir``, ``ckpt_path`` and its engines, by default
 ``validate#evaluator`` and ``train#trainer`` (the ids ``adv_evaluator`` and ``adv_trainer`` say otherwise); the
 README's "Any MONAI bundle" section lists every id an overlay reads and sets.
@@ -10,6 +10,7 @@ README's "Any MONAI bundle" section lists every id an overlay reads and sets.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -39,9 +40,10 @@ def overlay_files(name: str) -> list[Path]:
     return [COMMON, HERE / f"{name}.json"]
 
 
-def overlay_argument(name: str) -> str:
-    """``overlay_files(name)`` as one comma-separated string, to append to ``--config_file``."""
-    return ",".join(str(f) for f in overlay_files(name))
+def overlay_argument(name: str, bundle_configs: Iterable[str] = ()) -> str:
+    """The ``--config_file`` value of ``monai.bundle run``: ``bundle_configs`` then ``overlay_files(name)``, as a JSON
+    list (MONAI's command line reads a list literal; it does not split a comma-separated string)."""
+    return json.dumps([*map(str, bundle_configs), *map(str, overlay_files(name))])
 
 
 def _fixed_files(handler: Any) -> list[str]:
