@@ -22,17 +22,19 @@ def main(argv: list[str] | None = None) -> int:
     overlay.add_argument("name", nargs="?", help="; ".join(f"{k}: {v}" for k, v in OVERLAYS.items()))
     overlay.add_argument("configs", nargs="*", help="the bundle's own config files, in order (e.g. configs/train.json "
                          "configs/evaluate.json); each must exist")
+    overlay.add_argument("--then", action="append", default=[], metavar="CONFIG",
+                         help="a config file merged after the overlay (your settings of its ids); repeatable")
     args = parser.parse_args(argv)
     if args.name is None:
         for name, text in OVERLAYS.items():
             print(f"{name:<18} {text}")
         return 0
-    missing = [c for c in args.configs if not os.path.isfile(c)]
+    missing = [c for c in [*args.configs, *args.then] if not os.path.isfile(c)]
     if missing:
         print(f"error: no such bundle config: {', '.join(missing)} (run from inside the bundle)", file=sys.stderr)
         return 2
     try:
-        print(overlay_argument(args.name, args.configs))
+        print(overlay_argument(args.name, args.configs, args.then))
     except OverlayError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

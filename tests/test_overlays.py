@@ -40,6 +40,18 @@ def test_cli_prints_existing_files_in_merge_order() -> None:
     assert out == overlay_argument("attack_sweep")
 
 
+def test_cli_puts_the_bundle_configs_first_and_settings_last(tmp_path: Path) -> None:
+    train, settings = tmp_path / "train.yaml", tmp_path / "mine.json"
+    train.write_text("{}")
+    settings.write_text("{}")
+    command = [sys.executable, "-m", "monai_adv", "overlay", "triage", str(train), "--then", str(settings)]
+    files = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+    assert files[0] == str(train) and files[-1] == str(settings)
+    assert [Path(f).name for f in files[1:-1]] == ["common.json", "triage.json"]
+    missing = subprocess.run(command[:5] + [str(tmp_path / "evaluate.yaml")], capture_output=True, text=True)
+    assert missing.returncode == 2 and "no such bundle config: " in missing.stderr and "evaluate.yaml" in missing.stderr
+
+
 def test_cli_lists_overlays_and_refuses_an_unknown_name() -> None:
     listing = subprocess.run([sys.executable, "-m", "monai_adv", "overlay"], capture_output=True, text=True,
                              check=True).stdout

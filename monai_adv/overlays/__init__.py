@@ -40,10 +40,11 @@ def overlay_files(name: str) -> list[Path]:
     return [COMMON, HERE / f"{name}.json"]
 
 
-def overlay_argument(name: str, bundle_configs: Iterable[str] = ()) -> str:
-    """The ``--config_file`` value of ``monai.bundle run``: ``bundle_configs`` then ``overlay_files(name)``, as a JSON
-    list (MONAI's command line reads a list literal; it does not split a comma-separated string)."""
-    return json.dumps([*map(str, bundle_configs), *map(str, overlay_files(name))])
+def overlay_argument(name: str, bundle_configs: Iterable[str] = (), then: Iterable[str] = ()) -> str:
+    """The ``--config_file`` value of ``monai.bundle run``: ``bundle_configs``, ``overlay_files(name)``, then
+    ``then`` (settings merged over the overlay), as a JSON list (MONAI's command line reads a list literal; it does
+    not split a comma-separated string)."""
+    return json.dumps([*map(str, bundle_configs), *map(str, overlay_files(name)), *map(str, then)])
 
 
 def _fixed_files(handler: Any) -> list[str]:
