@@ -124,7 +124,7 @@ class AdversarialBatches:
     def attach(self, engine: Engine) -> None:
         from monai.engines.utils import IterationEvents
 
-        from monai_adv.engines import _add_mask_to_output, _check_outputs_once
+        from monai_adv.engines import _add_mask_to_output, _attack_name, _check_outputs_once
 
         if not self.enabled:
             return
@@ -136,6 +136,10 @@ class AdversarialBatches:
         # registered before the handlers attached later, so that they see output["adversarial"]
         engine.add_event_handler(IterationEvents.FORWARD_COMPLETED, _add_mask_to_output)
         engine.add_event_handler(IterationEvents.FORWARD_COMPLETED, _check_outputs_once)
+        engine.logger.info(
+            f"adversarial batches: {_attack_name(self.attack)} at eps {self.eps:g} ({self.input_space}) replace "
+            f"{self.ratio:.0%} of every batch of {type(engine).__name__}"
+        )
 
     def _select(self, batch_size: int, count: int, device: torch.device) -> torch.Tensor:
         # no random draw when there is nothing to choose, so ratio 0 or 1 leaves the RNG stream as a plain engine's
