@@ -170,3 +170,16 @@ def test_example_figure_shows_u(tmp_path, monkeypatch):
     for adv in drawn["adversarial"].values():
         assert adv.min() >= 0 and adv.max() <= 1
         assert 0 < abs(adv - drawn["images"]).max() <= 0.1 + 1e-6
+
+
+def test_the_example_figure_draws_volumes_by_their_middle_slice(tmp_path):
+    """3-D bundles: Figure 1 of (N, C, D, H, W) volumes used to fail in imshow."""
+    import numpy as np
+
+    from monai_adv.reports import plot_adversarial_examples
+
+    clean = np.random.default_rng(0).random((2, 1, 6, 8, 8))
+    probabilities = {"clean": np.array([[0.9, 0.1], [0.2, 0.8]]), "PGD": np.array([[0.4, 0.6], [0.7, 0.3]])}
+    path = plot_adversarial_examples(clean, {"PGD": clean * 0.99}, probabilities, [0, 1], ["a", "b"], 0.004,
+                                     tmp_path / "examples.png")
+    assert path.is_file() and path.stat().st_size > 1000
