@@ -109,7 +109,7 @@ class TrainingResume:
         checkpoint_saver: the ``CheckpointSaver`` that keeps the best checkpoint, if any.
         validator: the evaluator run by ``ValidationHandler``, to keep its best metric, if any.
         extra_state: more objects with ``state_dict()`` and ``load_state_dict()`` to keep (``None`` entries are
-            skipped), e.g. the validator's :class:`~monai_adv.engines.CatastrophicOverfittingGuard`.
+            skipped), e.g. the validator's :class:`~monai_adv.handlers.CatastrophicOverfittingGuard`.
         interval: save every ``interval`` epochs (and always at the last one).
         name: logger name; ``None`` uses the engine's logger.
     """
