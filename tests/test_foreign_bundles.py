@@ -12,8 +12,8 @@ model attacked directly with ``monai_adv.sweep.attack_sweep`` on [0, 1] images o
 model written as a function of those images by hand here (not with ``monai_adv.input_space``).
 
 One bundle (the z-score one) runs every overlay as the README shows, ``python -m monai.bundle run`` in a subprocess
-with the files printed by ``python -m monai_adv overlay``; the others call ``monai.bundle.run`` in this process,
-the function that command line calls, to save the ~7 s of imports per run.
+from inside the bundle with the ``--config_file`` list printed by ``python -m monai_adv overlay``; the others call
+``monai.bundle.run`` in this process, the function that command line calls, to save the ~7 s of imports per run.
 """
 
 from __future__ import annotations
@@ -99,19 +99,6 @@ OVERLAYS = ["attack_sweep", "adversarial_train", "compare", "triage"]
 # running bundles
 
 
-def overlay_files(name: str, cli: bool) -> list[str]:
-    """The overlay's files, from ``python -m monai_adv overlay <name>`` (as a user gets them) or the same function
-    in this process."""
-    if cli:
-        out = subprocess.run([sys.executable, "-m", "monai_adv", "overlay", name], capture_output=True, text=True,
-                             cwd=ROOT, env=_env(), check=True).stdout.strip()
-    else:
-        from monai_adv.overlays import overlay_argument
-
-        out = overlay_argument(name)
-    return out.split(",")
-
-
 def _env() -> dict[str, str]:
     path = os.pathsep.join(p for p in [str(ROOT), os.environ.get("PYTHONPATH", "")] if p)
     return dict(os.environ, PYTHONPATH=path, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
@@ -125,20 +112,24 @@ def run_bundle(bundle: Foreign, work: Path, data: Path, configs: list[str], over
                **overrides: Any) -> str:
     """Run the bundle copy in ``work`` with ``configs`` (names under configs/) and the overlay's files appended;
     returns the log of a subprocess run ("" in process). Only the overlays of a ``cli`` bundle run in a subprocess
-    (its own training and evaluation are not what is tested)."""
-    files = [str(work / "configs" / f"{c}.{bundle.ext}") for c in configs]
-    cli = bundle.cli and overlay is not None
-    if overlay is not None:
-        files += overlay_files(overlay, cli)
-    if not cli:
+    (its own training and evaluation are not what is tested), as the README shows, from inside the bundle:
+
+        python -m monai.bundle run --config_file "$(python -m monai_adv overlay NAME configs/train.json ...)" ...
+    """
+    own = [f"configs/{c}.{bundle.ext}" for c in configs]
+    if not (bundle.cli and overlay is not None):
+        from monai_adv.overlays import overlay_files
+
+        files = [str(work / f) for f in own] + [str(f) for f in (overlay_files(overlay) if overlay else [])]
         # monai.bundle.run is what `python -m monai.bundle run` calls; no logging_file here: fileConfig would
         # disable the loggers of the other tests in this process
         bundle_run(config_file=files, bundle_root=str(work), dataset_dir=str(data), logging_file=False, **overrides)
         return ""
-    # the list form of --config_file: MONAI 1.6.1's ConfigWorkflow refuses the comma-separated string (see
-    # test_the_readme_comma_separated_config_file below)
-    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(files), "--bundle_root", str(work),
-               "--dataset_dir", str(data), "--logging_file", str(work / "configs" / "logging.conf")]
+    listed = subprocess.run([sys.executable, "-m", "monai_adv", "overlay", overlay, *own], capture_output=True,
+                            text=True, cwd=work, env=_env())
+    assert listed.returncode == 0, listed.stderr
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", listed.stdout.strip(), "--bundle_root",
+               ".", "--dataset_dir", str(data), "--logging_file", "configs/logging.conf"]
     for key, value in overrides.items():
         command += [f"--{key}", _cli_value(value)]
     result = subprocess.run(command, capture_output=True, text=True, cwd=work, env=_env(), timeout=300)
@@ -467,7 +458,10 @@ def test_a_bundle_without_an_intensity_window_stops_naming_adv_input_space(runs)
     parser.read_config(str(work / "configs" / "train.json"))
     (work / "models").mkdir()
     torch.save(parser.get_parsed_content("network_def").state_dict(), work / "models" / "model.pt")
-    files = [str(work / "configs" / f) for f in ("train.json", "evaluate.json")] + overlay_files("attack_sweep", False)
+    from monai_adv.overlays import overlay_files
+
+    files = [str(work / "configs" / f) for f in ("train.json", "evaluate.json")]
+    files += [str(f) for f in overlay_files("attack_sweep")]
     out = work / "adv"
     with pytest.raises(Exception) as caught:
         bundle_run(config_file=files, bundle_root=str(work), dataset_dir=str(data), logging_file=False,
@@ -485,16 +479,3 @@ def test_a_bundle_without_an_intensity_window_stops_naming_adv_input_space(runs)
                adv_input_space="$monai_adv.input_space.InputSpace(-1100.0, 2200.0)")
     rows = read_csv(out / "attack_sweep.csv")
     assert {int(r["n"]) for r in rows} == {N_TEST}
-
-
-@pytest.mark.xfail(strict=True, raises=FileNotFoundError,
-                   reason="MONAI 1.6.1's ConfigWorkflow checks --config_file as one path before ConfigParser would "
-                          "split it at commas, so the README's 'configs/train.json,...,$(python -m monai_adv overlay "
-                          "...)' form stops with FileNotFoundError; the list form \"['a','b']\" works")
-def test_the_readme_comma_separated_config_file(runs):
-    from monai.bundle import create_workflow
-
-    bundle = BUNDLES["ct_stripes_resnet_zscore_classification"]
-    work = FOREIGN / bundle.name
-    files = [str(work / "configs" / f"{c}.json") for c in ("train", "evaluate")] + overlay_files("attack_sweep", False)
-    create_workflow(config_file=",".join(files), bundle_root=str(work), logging_file=False)
