@@ -393,7 +393,7 @@ def test_adversarial_training_writes_the_robust_model_and_keeps_the_clean_one(na
 
 
 def compare_grid(bundle: Foreign) -> list[float]:
-    """The comparison's eps grid as its overlay builds it from ``eps_grid`` (and the adversarial training eps)."""
+    """The comparison's eps grid as its overlay builds it (``compare#eps_grid``, from ``eps_grid``)."""
     parser = ConfigParser()
     parser.read_config([str(OVERLAY_DIR / "common.json"), str(OVERLAY_DIR / "compare.json")])
     if "eps_grid" in bundle.overrides:
