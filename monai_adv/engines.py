@@ -7,31 +7,37 @@
   Epsilon can be warmed up linearly or follow a piecewise schedule (the public code trained in two eps stages).
 * :class:`AdversarialEvaluator`: a ``SupervisedEvaluator`` that scores white-box adversarial examples crafted
   against the current network, for checkpoint selection by robust accuracy or for plain robust evaluation.
-* :class:`CatastrophicOverfittingGuard`: a handler for the (adversarial) validation evaluator that stops training
-  and/or rolls the network back to its best state when robust accuracy collapses (the failure mode of fast AT).
+
+The validator's guard against catastrophic overfitting is a handler:
+:class:`monai_adv.handlers.CatastrophicOverfittingGuard`.
 
 Both engines only change the images their ``prepare_batch`` returns; the rest of MONAI's iteration runs unchanged, so
 every Ignite/MONAI event fires and postprocessing, metrics and handlers work as with the plain engines. The attacks
 (:mod:`monai_adv.attacks`) run the network in eval mode (BatchNorm statistics and dropout untouched) and take
 gradients with ``torch.autograd.grad`` w.r.t. the input only, so parameter ``.grad`` is never touched.
 
-Inputs must be images in [0, 1] (any z-score normalisation lives inside the network), labels class indices ``(B,)``.
+The attacks step and clip in [0, 1] (eps is a fraction of the intensity window). Network inputs are [0, 1] images by
+default; for other inputs (a z-score, raw HU) give ``input_space`` (:mod:`monai_adv.input_space`): the attacks then
+run on ``u = input_space.to_unit(x)`` against ``input_space.wrap(model)`` and the batch receives
+``input_space.to_network(u_adv)``. Labels are class indices ``(B,)``. The network's outputs are checked once, on the
+first iteration (:func:`~monai_adv.network_output.check_classifier_outputs`): a network returning probabilities
+stops the run.
 Reference the classes from bundle configs by full dotted path, e.g. ``monai_adv.engines.MixedAdversarialTrainer``.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from ignite.engine import Engine, Events, EventEnum
+from ignite.engine import Engine, EventEnum
 from ignite.metrics import Metric
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
-from monai.engines.utils import IterationEvents, default_metric_cmp_fn, default_prepare_batch
+from monai.engines.utils import default_metric_cmp_fn, default_prepare_batch
+from monai.utils.enums import CommonKeys
 from monai.inferers import Inferer, SimpleInferer
 from monai.transforms import Transform
 from monai.utils import ForwardMode
@@ -41,6 +47,9 @@ from torch.utils.data import DataLoader
 
 from monai_adv.attacks import BIM, FGSM, PGD
 from monai_adv.attacks.base import check_eps, plain_tensor, restore_type
+from monai_adv.handlers.adversarial_batches import AdversarialBatches
+from monai_adv.input_space import InputSpace
+from monai_adv.network_output import check_classifier_outputs
 
 __all__ = [
     "ADVERSARIAL_KEY",
@@ -49,7 +58,6 @@ __all__ = [
     "AttackFactory",
     "MixedAdversarialTrainer",
     "AdversarialEvaluator",
-    "CatastrophicOverfittingGuard",
     "adversarial_count",
     "replace_with_adversarial",
 ]
@@ -184,17 +192,24 @@ def adversarial_count(batch_size: int, ratio: float) -> int:
 
 
 def replace_with_adversarial(
-    images: torch.Tensor, labels: torch.Tensor | None, index: torch.Tensor, attack: Callable[..., torch.Tensor]
+    images: torch.Tensor,
+    labels: torch.Tensor | None,
+    index: torch.Tensor,
+    attack: Callable[..., torch.Tensor],
+    input_space: InputSpace | None = None,
 ) -> torch.Tensor:
-    """Copy of ``images`` ``(B, C, *spatial)`` whose samples ``index`` ``(k,)`` are replaced by
-    ``attack(images[index], labels[index])``; same tensor type (``MetaTensor`` metadata kept), dtype and device.
-    ``labels`` ``(B,)`` (or ``(B, 1)``) class indices, or ``None`` to attack the clean predictions."""
+    """Copy of the network inputs ``images`` ``(B, C, *spatial)`` whose samples ``index`` ``(k,)`` are replaced by
+    ``input_space.to_network(attack(input_space.to_unit(images[index]), labels[index]))``; same tensor type
+    (``MetaTensor`` metadata kept), dtype and device. ``labels`` ``(B,)`` (or ``(B, 1)``) class indices, or ``None``
+    to attack the clean predictions. ``attack`` works on ``u`` in [0, 1], so it must attack the model as a function
+    of ``u`` (``input_space.wrap(model)``). ``input_space`` ``None``: [0, 1] inputs, attacked as they are."""
+    space = InputSpace() if input_space is None else input_space
     x = plain_tensor(images).detach()
     mixed = x.clone()
     if index.numel() > 0:
         sub_labels = None if labels is None else plain_tensor(labels).detach()[index]
-        adv = attack(x[index], sub_labels)
-        mixed[index] = plain_tensor(adv).detach().to(mixed.dtype)
+        adv = attack(space.to_unit(x[index]), sub_labels)
+        mixed[index] = space.to_network(plain_tensor(adv).detach()).to(mixed.dtype)
     return restore_type(images, mixed)
 
 
@@ -203,6 +218,16 @@ def _split_batch(batch: Sequence) -> tuple[torch.Tensor, torch.Tensor | None, tu
         return batch[0], batch[1], (), {}
     inputs, targets, args, kwargs = batch
     return inputs, targets, tuple(args or ()), dict(kwargs or {})
+
+
+def _check_outputs_once(engine: Engine) -> None:
+    """On the first ``FORWARD_COMPLETED`` of ``engine``: refuse a network whose predictions are not logits."""
+    if getattr(engine, "_outputs_checked", False):
+        return
+    output = engine.state.output
+    if isinstance(output, dict) and isinstance(output.get(CommonKeys.PRED), torch.Tensor):
+        check_classifier_outputs(engine.network, output[CommonKeys.PRED], f"{type(engine).__name__}'s network")
+    engine._outputs_checked = True
 
 
 def _add_mask_to_output(engine: Engine) -> None:
@@ -255,6 +280,10 @@ class MixedAdversarialTrainer(SupervisedTrainer):
             at 1; an epoch uses the entry with the largest ``first_epoch <= epoch``. E.g. the public code's LIDC run:
             ``[[1, 0.001], [151, 0.002]]``. Not combinable with ``eps_warmup_epochs``; ``eps``, if also given, must
             equal the last entry (``self.eps`` is set to it).
+        input_space: how the network input follows from the [0, 1] image ``u`` the attacks perturb (an
+            :class:`~monai_adv.input_space.InputSpace`, ``ZScoreInputSpace()``, or a pair ``(low, high)``);
+            ``None`` (default): the network reads [0, 1] images, attacked as they are. A factory ``attack`` is
+            given the model as a function of ``u`` and called on ``u``.
 
     The attacks call ``inferer(x, network, *args, **kwargs)`` directly (unwrapping ``DistributedDataParallel``;
     extra arguments from ``prepare_batch`` that are per-sample tensors ``(B, ...)`` are restricted to the attacked
@@ -301,15 +330,12 @@ class MixedAdversarialTrainer(SupervisedTrainer):
         eps_warmup_epochs: int = 0,
         eps_warmup_start: float = 0.0,
         eps_schedule: Sequence[Sequence[float]] | None = None,
+        input_space: InputSpace | Sequence[float] | None = None,
     ) -> None:
-        if not 0.0 <= float(ratio) <= 1.0:
-            raise ValueError(f"ratio must lie in [0, 1], got {ratio}")
-        if selection not in ("random", "first"):
-            raise ValueError(f"selection must be 'random' or 'first', got {selection!r}")
-        self.attack = _attack_config(attack, steps, step_size, restarts, default_steps=7)
-        self.ratio = float(ratio)
-        self.selection = selection
-        self._set_eps(eps, eps_warmup_epochs, eps_warmup_start, eps_schedule)
+        self.adversarial_batches = AdversarialBatches(
+            eps, attack, ratio, steps, step_size, restarts, selection, eps_warmup_epochs, eps_warmup_start,
+            eps_schedule, input_space, default_steps=7,
+        )
         super().__init__(
             device=device, max_epochs=max_epochs, train_data_loader=train_data_loader, network=network,
             optimizer=optimizer, loss_function=loss_function, epoch_length=epoch_length, non_blocking=non_blocking,
@@ -320,84 +346,18 @@ class MixedAdversarialTrainer(SupervisedTrainer):
             to_kwargs=to_kwargs, amp_kwargs=amp_kwargs, compile=compile, compile_kwargs=compile_kwargs,
             accumulation_steps=accumulation_steps,
         )
-        self.clean_prepare_batch = self.prepare_batch
-        self.prepare_batch = self._prepare_adversarial_batch
-        self.state.adversarial = {}
-        # registered before the user's handlers so that all of them see output["adversarial"]
-        self.add_event_handler(IterationEvents.FORWARD_COMPLETED, _add_mask_to_output)
+        self.adversarial_batches.attach(self)  # before the user's handlers: they all see output["adversarial"]
         if train_handlers is not None:
             self._register_handlers(train_handlers)
 
-    def _set_eps(self, eps: float | None, warmup_epochs: int, warmup_start: float,
-                 schedule: Sequence[Sequence[float]] | None) -> None:
-        if schedule is not None:
-            if warmup_epochs:
-                raise ValueError("give either eps_schedule or eps_warmup_epochs, not both")
-            entries = [(int(e), float(v)) for e, v in schedule]
-            epochs = [e for e, _ in entries]
-            if not entries or epochs[0] != 1 or any(b <= a for a, b in zip(epochs, epochs[1:])):
-                raise ValueError(
-                    f"eps_schedule must be [[1, eps], [epoch, eps], ...] with increasing epochs, got {schedule}"
-                )
-            for _, v in entries:
-                check_eps(v)
-            if eps is not None and float(eps) != entries[-1][1]:
-                raise ValueError(f"eps={eps} disagrees with the last eps of eps_schedule ({entries[-1][1]})")
-            self.eps_schedule: list[tuple[int, float]] | None = entries
-            self.eps = entries[-1][1]
-        else:
-            if eps is None:
-                raise ValueError("eps (or eps_schedule) is required")
-            check_eps(eps)
-            check_eps(warmup_start, "eps_warmup_start")
-            if int(warmup_epochs) != warmup_epochs or warmup_epochs < 0:
-                raise ValueError(f"eps_warmup_epochs must be a non-negative integer, got {warmup_epochs}")
-            self.eps_schedule = None
-            self.eps = float(eps)
-        self.eps_warmup_epochs = int(warmup_epochs)
-        self.eps_warmup_start = float(warmup_start)
+    eps = property(lambda self: self.adversarial_batches.eps, doc="the final eps (of a schedule or warm-up)")
+    attack = property(lambda self: self.adversarial_batches.attack)
+    ratio = property(lambda self: self.adversarial_batches.ratio)
+    input_space = property(lambda self: self.adversarial_batches.input_space)
 
     def eps_at(self, epoch: int) -> float:
         """Eps used during the 1-based ``epoch``, by ``eps_schedule`` or the linear warm-up (see class doc)."""
-        if self.eps_schedule is not None:
-            value = self.eps_schedule[0][1]
-            for first_epoch, eps in self.eps_schedule:
-                if epoch >= first_epoch:
-                    value = eps
-            return value
-        if self.eps_warmup_epochs > 0 and epoch < self.eps_warmup_epochs:
-            start = self.eps_warmup_start
-            return start + (self.eps - start) * max(epoch, 0) / self.eps_warmup_epochs
-        return self.eps
-
-    def _select(self, batch_size: int, count: int, device: torch.device) -> torch.Tensor:
-        # no random draw when there is nothing to choose, so ratio 0 or 1 leaves the RNG stream as a plain trainer's
-        if self.selection == "first" or count in (0, batch_size):
-            index = torch.arange(count)
-        else:
-            index = torch.randperm(batch_size)[:count].sort().values
-        return index.to(device)
-
-    def _prepare_adversarial_batch(
-        self, batchdata: Any, device: str | torch.device | None = None, non_blocking: bool = False, **kwargs: Any
-    ) -> tuple:
-        """``clean_prepare_batch`` followed by the replacement of ``round(ratio * B)`` inputs by adversarial ones."""
-        batch = self.clean_prepare_batch(batchdata, device, non_blocking, **kwargs)
-        inputs, targets, args, net_kwargs = _split_batch(batch)
-        if targets is None:
-            raise ValueError("adversarial training needs labels: prepare_batch returned no targets")
-        eps = self.eps_at(self.state.epoch)
-        size = inputs.shape[0]
-        count = adversarial_count(size, self.ratio) if eps > 0 else 0
-        index = self._select(size, count, inputs.device)
-        if count > 0:
-            model = _attack_model(self.network, self.inferer, args, net_kwargs, index, size)
-            attack = self.attack.build(model, eps) if isinstance(self.attack, AttackConfig) else self.attack(model, eps)
-            inputs = replace_with_adversarial(inputs, targets, index, attack)
-        mask = torch.zeros(size, dtype=torch.bool, device=inputs.device)
-        mask[index] = True
-        self.state.adversarial = {"count": count, "eps": eps, "attack": _attack_name(self.attack), "mask": mask}
-        return (inputs, targets) if len(batch) == 2 else (inputs, targets, *batch[2:])
+        return self.adversarial_batches.eps_at(epoch)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -425,6 +385,8 @@ class AdversarialEvaluator(SupervisedEvaluator):
         restarts: PGD random restarts (default 1); more gives a stronger, slower evaluation.
         use_predicted_labels: attack the clean predictions instead of the labels (what the paper's code did with
             ART); default False (attack the true labels).
+        input_space: as for :class:`MixedAdversarialTrainer`; ``output["image"]`` holds the network inputs
+            ``input_space.to_network(u_adv)``.
 
     A validation ``eps`` should be the training eps (or the final eps of a schedule): robust accuracy at a larger
     eps is not what the training optimises.
@@ -461,11 +423,12 @@ class AdversarialEvaluator(SupervisedEvaluator):
         step_size: float | None = None,
         restarts: int = 1,
         use_predicted_labels: bool = False,
+        input_space: InputSpace | Sequence[float] | None = None,
     ) -> None:
-        check_eps(eps)
-        self.eps = float(eps)
-        self.attack = _attack_config(attack, steps, step_size, restarts, default_steps=10)
-        self.use_predicted_labels = use_predicted_labels
+        self.adversarial_batches = AdversarialBatches(
+            eps, attack, 1.0, steps, step_size, restarts, input_space=input_space,
+            use_predicted_labels=use_predicted_labels, default_steps=10,
+        )
         super().__init__(
             device=device, val_data_loader=val_data_loader, network=network, epoch_length=epoch_length,
             non_blocking=non_blocking, prepare_batch=prepare_batch, iteration_update=iteration_update,
@@ -474,182 +437,11 @@ class AdversarialEvaluator(SupervisedEvaluator):
             mode=mode, event_names=event_names, event_to_attr=event_to_attr, decollate=decollate,
             to_kwargs=to_kwargs, amp_kwargs=amp_kwargs, compile=compile, compile_kwargs=compile_kwargs,
         )
-        self.clean_prepare_batch = self.prepare_batch
-        self.prepare_batch = self._prepare_adversarial_batch
-        self.state.adversarial = {}
-        self.add_event_handler(IterationEvents.FORWARD_COMPLETED, _add_mask_to_output)
+        self.adversarial_batches.attach(self)
         if val_handlers is not None:
             self._register_handlers(val_handlers)
 
-    def _prepare_adversarial_batch(
-        self, batchdata: Any, device: str | torch.device | None = None, non_blocking: bool = False, **kwargs: Any
-    ) -> tuple:
-        """``clean_prepare_batch`` followed by the replacement of every input by its adversarial example."""
-        batch = self.clean_prepare_batch(batchdata, device, non_blocking, **kwargs)
-        inputs, targets, args, net_kwargs = _split_batch(batch)
-        size = inputs.shape[0]
-        index = torch.arange(size, device=inputs.device)
-        if self.eps > 0:
-            model = _attack_model(self.network, self.inferer, args, net_kwargs)
-            if isinstance(self.attack, AttackConfig):
-                attack = self.attack.build(model, self.eps, self.use_predicted_labels)
-            else:
-                attack = self.attack(model, self.eps)
-            labels = None if self.use_predicted_labels else targets
-            with torch.enable_grad():
-                inputs = replace_with_adversarial(inputs, labels, index, attack)
-        count = size if self.eps > 0 else 0
-        mask = torch.full((size,), count > 0, dtype=torch.bool, device=inputs.device)
-        self.state.adversarial = {"count": count, "eps": self.eps, "attack": _attack_name(self.attack), "mask": mask}
-        if len(batch) == 2:
-            return inputs, targets
-        return (inputs, targets, *batch[2:])
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# catastrophic-overfitting guard
-
-
-class CatastrophicOverfittingGuard:
-    """Watch robust (PGD) validation accuracy and stop training and/or roll the network back when it collapses.
-
-    Fast adversarial training (FGSM-RS) can "catastrophically overfit": within an epoch or two PGD accuracy falls to
-    about 0 while FGSM accuracy rises (Wong et al., ICLR 2020, section 5). Attach the guard to the validation
-    evaluator that measures PGD accuracy (an :class:`AdversarialEvaluator`); it runs on that evaluator's
-    ``EPOCH_COMPLETED``, after the metrics are computed.
-
-    Rule, with ``value`` the metric of this validation round and ``best`` the highest earlier value:
-
-    * ``value > best``: new best; the network's (and, if given, the optimizer's) state is copied to CPU memory;
-    * collapse if ``best - value > max_drop`` or, when ``floor`` is set, ``value < floor <= best`` (below the floor
-      after having reached it);
-    * on collapse: ``rollback`` loads the best state back into the network (and optimizer); ``stop`` terminates the
-      trainer after its current epoch. Without ``stop`` training goes on from the restored state.
-
-    Args:
-        trainer: the trainer to stop; may be set later with :meth:`set_trainer` (bundle configs must, since the
-            trainer references the evaluator). Needed only when ``stop``.
-        metric_name: name in ``engine.state.metrics``; ``None`` (default) uses the evaluator's key metric.
-        max_drop: largest tolerated fall below the best value, in metric units (default 0.2: 20 accuracy points).
-        floor: optional absolute floor of the metric (e.g. 0.05).
-        rollback: restore the best state on collapse (default True).
-        stop: terminate the trainer on collapse (default True).
-        network: module to snapshot and restore; default the evaluator's ``network``.
-        optimizer: optional optimizer whose state (momentum buffers, ...) is snapshot and restored too.
-        name: logger name; ``None`` uses the engine's logger.
-
-    Attributes after a run: ``best_metric``, ``best_epoch``, ``collapse_epochs`` (validation epochs judged as
-    collapses), ``history`` (list of ``(epoch, value)``).
-    """
-
-    def __init__(
-        self,
-        trainer: Engine | None = None,
-        metric_name: str | None = None,
-        max_drop: float = 0.2,
-        floor: float | None = None,
-        rollback: bool = True,
-        stop: bool = True,
-        network: nn.Module | None = None,
-        optimizer: Optimizer | None = None,
-        name: str | None = None,
-    ) -> None:
-        if max_drop < 0:
-            raise ValueError(f"max_drop must be >= 0, got {max_drop}")
-        self.trainer = trainer
-        self.metric_name = metric_name
-        self.max_drop = float(max_drop)
-        self.floor = None if floor is None else float(floor)
-        self.rollback = rollback
-        self.stop = stop
-        self.network = network
-        self.optimizer = optimizer
-        self.logger = logging.getLogger(name) if name is not None else None
-        self.best_metric: float | None = None
-        self.best_epoch: int | None = None
-        self.collapse_epochs: list[int] = []
-        self.history: list[tuple[int, float]] = []
-        self._best_network_state: dict | None = None
-        self._best_optimizer_state: dict | None = None
-
-    def set_trainer(self, trainer: Engine) -> None:
-        """Set the trainer to terminate on collapse."""
-        self.trainer = trainer
-
-    def state_dict(self) -> dict[str, Any]:
-        """What the guard remembers (best value and epoch, collapses, history, the best state to roll back to), as
-        tensors and plain containers, so that a resumed training run (:class:`monai_adv.handlers.TrainingResume`)
-        guards exactly as the uninterrupted one."""
-        return {
-            "best_metric": self.best_metric, "best_epoch": self.best_epoch,
-            "collapse_epochs": list(self.collapse_epochs), "history": [list(h) for h in self.history],
-            "best_network_state": self._best_network_state, "best_optimizer_state": self._best_optimizer_state,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned."""
-        self.best_metric, self.best_epoch = state["best_metric"], state["best_epoch"]
-        self.collapse_epochs = list(state["collapse_epochs"])
-        self.history = [(int(e), float(v)) for e, v in state["history"]]
-        self._best_network_state = state["best_network_state"]
-        self._best_optimizer_state = state["best_optimizer_state"]
-
-    def attach(self, engine: Engine) -> None:
-        if self.logger is None:
-            self.logger = engine.logger
-        if not engine.has_event_handler(self, Events.EPOCH_COMPLETED):
-            engine.add_event_handler(Events.EPOCH_COMPLETED, self)
-
-    def is_collapse(self, value: float) -> bool:
-        """Whether ``value`` is a collapse relative to the best value so far (see the class doc)."""
-        if self.best_metric is None:
-            return False
-        if self.best_metric - value > self.max_drop:
-            return True
-        return self.floor is not None and value < self.floor <= self.best_metric
-
-    def __call__(self, engine: Engine) -> None:
-        name = self.metric_name or engine.state.key_metric_name
-        if name is None or name not in engine.state.metrics:
-            raise KeyError(f"metric {name!r} not found in engine.state.metrics ({sorted(engine.state.metrics)})")
-        value = float(engine.state.metrics[name])
-        epoch = int(engine.state.epoch)
-        self.history.append((epoch, value))
-        network = self.network if self.network is not None else engine.network
-        if self.best_metric is None or value > self.best_metric:
-            self.best_metric, self.best_epoch = value, epoch
-            self._best_network_state = _cpu_copy(network.state_dict())
-            if self.optimizer is not None:
-                self._best_optimizer_state = _cpu_copy(self.optimizer.state_dict())
-            return
-        if not self.is_collapse(value):
-            return
-        self.collapse_epochs.append(epoch)
-        logger = self.logger or logging.getLogger(__name__)
-        logger.warning(
-            f"catastrophic overfitting at epoch {epoch}: {name} = {value:.4f}, best {self.best_metric:.4f} "
-            f"(epoch {self.best_epoch}); {'rolling back to the best state' if self.rollback else 'no rollback'}"
-            f"{', stopping training' if self.stop else ''}"
-        )
-        if self.rollback:
-            network.load_state_dict(self._best_network_state)
-            if self.optimizer is not None and self._best_optimizer_state is not None:
-                self.optimizer.load_state_dict(self._best_optimizer_state)
-        if self.stop:
-            if self.trainer is None:
-                raise RuntimeError("CatastrophicOverfittingGuard(stop=True) needs the trainer: call set_trainer()")
-            self.trainer.terminate()
-
-
-def _cpu_copy(obj: Any) -> Any:
-    """Deep copy of a (nested) state dict with every tensor cloned to the CPU."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        out = type(obj)((k, _cpu_copy(v)) for k, v in obj.items())
-        if hasattr(obj, "_metadata"):  # module versions, read by BatchNorm's load_state_dict
-            out._metadata = obj._metadata
-        return out
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_cpu_copy(v) for v in obj)
-    return obj
+    eps = property(lambda self: self.adversarial_batches.eps)
+    attack = property(lambda self: self.adversarial_batches.attack)
+    input_space = property(lambda self: self.adversarial_batches.input_space)
+    use_predicted_labels = property(lambda self: self.adversarial_batches.use_predicted_labels)

@@ -84,8 +84,9 @@ def plot_adversarial_examples(
     amplified to the full gray range, each titled with the predicted class and its probability.
 
     Args:
-        clean: ``(N, C, H, W)`` images in [0, 1] (C = 1 or 3).
-        adversarial: attack name -> ``(N, C, H, W)`` adversarial images at ``eps``.
+        clean: ``(N, C, H, W)`` images in [0, 1] (C = 1 or 3), or volumes ``(N, C, D, H, W)``, drawn by their
+            middle slice along D (titled so).
+        adversarial: attack name -> adversarial images at ``eps``, shaped as ``clean``.
         probabilities: ``"clean"`` and each attack name -> ``(N, K)`` class probabilities.
         labels: N true classes.
     """
@@ -94,6 +95,9 @@ def plot_adversarial_examples(
     plt, fig, axes = _figure(n, 1 + 2 * len(attacks), size=(2.0 * (1 + 2 * len(attacks)), 2.1 * n))
 
     def show(ax, image: np.ndarray, title: str, cmap: str = "gray", limits: tuple[float, float] = (0.0, 1.0)):
+        if image.ndim == 4:  # a volume (C, D, H, W): its middle slice
+            image = image[:, image.shape[1] // 2]
+            title += "\n(middle slice)"
         picture = image[0] if image.shape[0] == 1 else np.moveaxis(image, 0, -1)
         ax.imshow(np.clip((picture - limits[0]) / (limits[1] - limits[0]), 0, 1), cmap=cmap if image.shape[0] == 1 else None)
         ax.set_title(title, fontsize=8)

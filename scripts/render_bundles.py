@@ -834,20 +834,20 @@ Outputs go to `eval/` and checkpoints to `models/` under `bundle_root`; run from
     python -m monai.bundle run --config_file configs/inference.json --input_path <image file, folder or datalist.json>
     torchrun --standalone --nnodes=1 --nproc_per_node=<N> -m monai.bundle run --config_file "['configs/train.json','configs/multi_gpu_train.json']" --dataset_dir <dataset_dir>
 
-The robustness study is monai_adv's overlays on these configs: `python -m monai_adv overlay <name>` prints the
-overlay's files (as items of the list form of `--config_file`), to put after the bundle's configs and before
+The robustness study is monai_adv's overlays on these configs: `python -m monai_adv overlay <name> <configs>
+--then configs/adversarial.json` prints the `--config_file` list: the bundle's configs, the overlay's files, then
 `configs/adversarial.json`, this bundle's settings for them: eps grid {s['eps_grid']}, triage up to eps
 {s['triage_eps_max']}, adversarial training at eps {s['adv_eps']} for at most {s['adv_max_epochs']} epochs with batch {ADVERSARIAL_BATCH_SIZE} (also the batch
 of the sweeps); eps in [0, 1] units, also reported in {s['native_units']}.
 
-    python -m monai.bundle run --config_file "['configs/train.json','configs/evaluate.json',$(python -m monai_adv overlay attack_sweep),'configs/adversarial.json']" --dataset_dir <dataset_dir>
-    python -m monai.bundle run --config_file "['configs/train.json',$(python -m monai_adv overlay adversarial_train),'configs/adversarial.json']" --dataset_dir <dataset_dir>
-    python -m monai.bundle run --config_file "['configs/train.json','configs/evaluate.json',$(python -m monai_adv overlay compare),'configs/adversarial.json']" --dataset_dir <dataset_dir>
-    python -m monai.bundle run --config_file "['configs/train.json','configs/evaluate.json',$(python -m monai_adv overlay triage),'configs/adversarial.json']" --dataset_dir <dataset_dir>
-    python -m monai.bundle run --config_file "['configs/inference.json',$(python -m monai_adv overlay referral),'configs/adversarial.json']" --input_path <image file, folder or datalist.json>
-    torchrun --standalone --nnodes=1 --nproc_per_node=<N> -m monai.bundle run --config_file "['configs/train.json','configs/multi_gpu_train.json',$(python -m monai_adv overlay adversarial_train),'configs/adversarial.json']" --dataset_dir <dataset_dir>
-    torchrun --standalone --nnodes=1 --nproc_per_node=<N> -m monai.bundle run --config_file "['configs/train.json','configs/evaluate.json',$(python -m monai_adv overlay attack_sweep),'configs/adversarial.json','configs/multi_gpu_attack.json']" --dataset_dir <dataset_dir>
-    torchrun --standalone --nnodes=1 --nproc_per_node=<N> -m monai.bundle run --config_file "['configs/train.json','configs/evaluate.json',$(python -m monai_adv overlay triage),'configs/adversarial.json','configs/multi_gpu_triage.json']" --dataset_dir <dataset_dir>
+    python -m monai.bundle run --config_file "$(python -m monai_adv overlay attack_sweep configs/train.json configs/evaluate.json --then configs/adversarial.json)" --dataset_dir <dataset_dir>
+    python -m monai.bundle run --config_file "$(python -m monai_adv overlay adversarial_train configs/train.json --then configs/adversarial.json)" --dataset_dir <dataset_dir>
+    python -m monai.bundle run --config_file "$(python -m monai_adv overlay compare configs/train.json configs/evaluate.json --then configs/adversarial.json)" --dataset_dir <dataset_dir>
+    python -m monai.bundle run --config_file "$(python -m monai_adv overlay triage configs/train.json configs/evaluate.json --then configs/adversarial.json)" --dataset_dir <dataset_dir>
+    python -m monai.bundle run --config_file "$(python -m monai_adv overlay referral configs/inference.json --then configs/adversarial.json)" --input_path <image file, folder or datalist.json>
+    torchrun --standalone --nnodes=1 --nproc_per_node=<N> -m monai.bundle run --config_file "$(python -m monai_adv overlay adversarial_train configs/train.json configs/multi_gpu_train.json --then configs/adversarial.json)" --dataset_dir <dataset_dir>
+    torchrun --standalone --nnodes=1 --nproc_per_node=<N> -m monai.bundle run --config_file "$(python -m monai_adv overlay attack_sweep configs/train.json configs/evaluate.json --then configs/adversarial.json --then configs/multi_gpu_attack.json)" --dataset_dir <dataset_dir>
+    torchrun --standalone --nnodes=1 --nproc_per_node=<N> -m monai.bundle run --config_file "$(python -m monai_adv overlay triage configs/train.json configs/evaluate.json --then configs/adversarial.json --then configs/multi_gpu_triage.json)" --dataset_dir <dataset_dir>
 
 The sweep, the comparison and the triage run on the test split (`evaluate.json`), and also write its
 `metrics.json` and `test_predictions.csv`. Adversarial training starts from `models/model.pt` (`adv_init_ckpt`) and

@@ -44,8 +44,8 @@ def study(bundle: str, overlay: str, *after: str) -> list[str]:
 
 
 def run_from_bundle(bundle: str, config_file: str, output_dir: Path, demo_dir: Path, *extra: str):
-    """A bundle's docs/README.md command shape: from inside the bundle, ``$(python -m monai_adv overlay ...)`` in the
-    list form of ``--config_file``, through a shell."""
+    """A bundle's docs/README.md command shape: from inside the bundle, ``--config_file "$(python -m monai_adv overlay
+    ...)"``, through a shell."""
     import shlex
 
     python = shlex.quote(sys.executable)
@@ -285,8 +285,8 @@ def test_a_ten_class_sweep_reports_accuracy_over_images(trained, demo_dir, tmp_p
 def test_demo_triage(bundle, trained, demo_dir):
     """The triage overlay run as the bundle's README says: from inside the bundle, the overlay's files by command."""
     out = trained(bundle)
-    run_from_bundle(bundle, "['configs/train.json','configs/evaluate.json',$(python -m monai_adv overlay triage),"
-                    "'configs/adversarial.json','configs/demo.json']", out, demo_dir)
+    run_from_bundle(bundle, "$(python -m monai_adv overlay triage configs/train.json configs/evaluate.json "
+                    "--then configs/adversarial.json --then configs/demo.json)", out, demo_dir)
     summary = json.loads((out / "triage.json").read_text())
     metrics = json.loads((out / "metrics.json").read_text())
     assert summary["n"] == metrics["n"] and summary["accuracy_all"] == pytest.approx(metrics["accuracy"])

@@ -1,9 +1,8 @@
-"""Tests of monai_adv.engines: mixed adversarial training, adversarial validation, catastrophic-overfitting guard."""
+"""Tests of monai_adv.engines: mixed adversarial training and adversarial validation."""
 
 from __future__ import annotations
 
 import copy
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -21,7 +20,6 @@ from monai_adv.engines import (
     ADVERSARIAL_KEY,
     AdversarialEvaluator,
     AttackConfig,
-    CatastrophicOverfittingGuard,
     MixedAdversarialTrainer,
     adversarial_count,
     replace_with_adversarial,
@@ -255,89 +253,6 @@ def test_eps_warmup_schedule():
         make_trainer(tiny_net(), items, eps=0.01, attack="fgsm_rs", steps=3)
 
 
-def _guarded_run(sequence, **guard_kwargs):
-    """Train with an AdversarialEvaluator whose metric is overwritten by ``sequence`` (one value per epoch)."""
-    net = tiny_net()
-    states = {}
-
-    def fake_metric(engine):
-        engine.state.metrics["val_robust_acc"] = sequence[engine.state.epoch - 1]
-        states[engine.state.epoch] = copy.deepcopy(engine.network.state_dict())
-
-    after = {}
-
-    def record_after(engine):
-        after[engine.state.epoch] = copy.deepcopy(engine.network.state_dict())
-
-    class Fake:
-        def __init__(self, fn):
-            self.fn = fn
-
-        def attach(self, engine):
-            engine.add_event_handler(Events.EPOCH_COMPLETED, self.fn)
-
-    guard = CatastrophicOverfittingGuard(**guard_kwargs)
-    evaluator = AdversarialEvaluator(
-        device=DEVICE, val_data_loader=DataLoader(random_items(4, seed=1), batch_size=4), network=net,
-        postprocessing=postprocessing(),
-        key_val_metric={"val_robust_acc": Accuracy(output_transform=from_engine(["pred", "label"]))},
-        val_handlers=[Fake(fake_metric), guard, Fake(record_after)], eps=0.03, attack="pgd", steps=1,
-    )
-    trainer = make_trainer(
-        net, random_items(8), max_epochs=len(sequence), attack="fgsm_rs", eps=0.03, ratio=1.0,
-        train_handlers=[ValidationHandler(validator=evaluator, interval=1)],
-    )
-    guard.set_trainer(trainer)
-    trainer.run()
-    return trainer, guard, states, after
-
-
-def _same_state(a, b):
-    return all(torch.equal(a[k], b[k]) for k in a)
-
-
-def test_guard_rolls_back_and_stops_on_collapse():
-    trainer, guard, states, after = _guarded_run([0.30, 0.50, 0.45, 0.05, 0.60, 0.60], max_drop=0.2)
-    assert trainer.state.epoch == 4  # stopped after the collapse at epoch 4
-    assert guard.collapse_epochs == [4] and guard.best_epoch == 2 and guard.best_metric == 0.5
-    assert not _same_state(states[4], states[2])
-    assert _same_state(after[4], states[2])  # rolled back to the best state
-
-
-def test_guard_rollback_without_stop_and_floor():
-    trainer, guard, states, after = _guarded_run([0.30, 0.40, 0.25, 0.40], max_drop=0.5, floor=0.3, stop=False)
-    assert trainer.state.epoch == 4  # not stopped
-    assert guard.collapse_epochs == [3]  # 0.25 < floor 0.3 <= best 0.4, while the drop 0.15 is tolerated
-    assert _same_state(after[3], states[2])
-    assert not _same_state(after[4], states[2])  # trained on from the restored state
-
-
-def test_guard_rule_on_a_metric_sequence():
-    net = nn.Linear(2, 2)
-    optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
-    trainer = SimpleNamespace(terminated=0)
-    trainer.terminate = lambda: setattr(trainer, "terminated", trainer.terminated + 1)
-    guard = CatastrophicOverfittingGuard(trainer=trainer, metric_name="acc", max_drop=0.1, floor=0.05, stop=True,
-                                         optimizer=optimizer)
-    engine = SimpleNamespace(state=SimpleNamespace(metrics={}, epoch=0, key_metric_name="other"), network=net)
-    best_weight = None
-    for epoch, value in enumerate([0.02, 0.20, 0.15, 0.30, 0.25, 0.19], start=1):
-        engine.state.epoch, engine.state.metrics["acc"] = epoch, value
-        with torch.no_grad():
-            net.weight.add_(1.0)  # training moves the weights every epoch
-        net(torch.ones(1, 2)).sum().backward()
-        optimizer.step()
-        guard(engine)
-        if epoch == 4:
-            best_weight = net.weight.detach().clone()
-    # 0.02 -> first best (below the floor, but the floor was never reached: no collapse); 0.15 and 0.25 are within
-    # max_drop of the best; 0.19 is 0.11 below the best 0.30: collapse
-    assert guard.collapse_epochs == [6] and guard.best_epoch == 4
-    assert trainer.terminated == 1
-    assert torch.equal(net.weight, best_weight)
-    assert guard.history[-1] == (6, 0.19)
-
-
 def test_adversarial_evaluator_on_trained_model():
     torch.manual_seed(0)
     net = PaperVGG16(in_channels=1, input_size=32, width=0.0625, batch_norm=True, dropout=0.0)
@@ -455,3 +370,151 @@ def test_factory_attack_and_bundle_config():
     trainer.run()
     assert trainer.state.adversarial["eps"] == 0.002 and trainer.state.adversarial["count"] == 2
     assert evaluator.state.adversarial["count"] == 4
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# input spaces: network inputs that are not [0, 1]
+
+
+def _zscore(u: torch.Tensor) -> torch.Tensor:
+    flat = u.flatten(1)
+    return (u - flat.mean(1).view(-1, 1, 1, 1)) / flat.std(1, unbiased=False).view(-1, 1, 1, 1)
+
+
+def _minmax(x: torch.Tensor) -> torch.Tensor:
+    lo, hi = x.amin((1, 2, 3), keepdim=True), x.amax((1, 2, 3), keepdim=True)
+    return (x - lo) / (hi - lo)
+
+
+class _OfU(nn.Module):
+    """``net(to_network(u))`` written out by hand."""
+
+    def __init__(self, net, to_network):
+        super().__init__()
+        self.net, self.to_network = net, to_network
+
+    def forward(self, u):
+        return self.net(self.to_network(u))
+
+
+def _small_net(offset: float = 0.0, scale: float = 1.0) -> nn.Module:
+    torch.manual_seed(0)
+    body = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 2))
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = body
+
+        def forward(self, x):
+            return self.body((x - offset) / scale)
+
+    return Net()
+
+
+def test_adversarial_evaluator_through_a_zscore_input_space():
+    from monai_adv.input_space import ZScoreInputSpace
+
+    u = _minmax(torch.rand(8, 1, 4, 4, generator=torch.Generator().manual_seed(0)))
+    x = _zscore(u)
+    net = _small_net()
+    with torch.no_grad():
+        labels = net(x).argmax(1)
+    items = [{"image": x[i], "label": labels[i]} for i in range(8)]
+    evaluator = AdversarialEvaluator(
+        device=DEVICE, val_data_loader=DataLoader(items, batch_size=4), network=net, postprocessing=postprocessing(),
+        key_val_metric={"acc": Accuracy(output_transform=from_engine(["pred", "label"]))}, eps=0.1, steps=3,
+        input_space=ZScoreInputSpace(),
+    )
+    inputs = []
+    evaluator.add_event_handler(IterationEvents.FORWARD_COMPLETED,
+                                lambda e: inputs.append(torch.as_tensor(e.state.output["image"]).clone()))
+    torch.manual_seed(1)
+    evaluator.run()
+    # by hand: PGD on u against net(zscore(u)), the batch gets zscore(u_adv)
+    torch.manual_seed(1)
+    correct, expected = 0, []
+    for batch in DataLoader(items, batch_size=4):
+        adv_u = PGD(_OfU(net, _zscore), 0.1, steps=3)(_minmax(batch["image"]), batch["label"])
+        expected.append(_zscore(adv_u))
+        with torch.no_grad():
+            correct += int((net(expected[-1]).argmax(1) == batch["label"]).sum())
+    for got, want in zip(inputs, expected):
+        torch.testing.assert_close(got, want)
+    assert evaluator.state.metrics["acc"] == correct / 8 < 1.0
+
+
+def test_trainer_attacks_u_through_a_fixed_hu_window():
+    from monai_adv.input_space import InputSpace
+
+    eps, space = 0.05, InputSpace(-1000, 400)
+    net = _small_net(offset=-300.0, scale=700.0)
+    hu = -1000 + 1400 * torch.rand(8, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    items = [{"image": hu[i], "label": torch.tensor(i % 2)} for i in range(8)]
+    called = []
+
+    def factory(model, eps):
+        pgd = PGD(model, eps, steps=2)
+
+        def attack(images, labels):
+            called.append((model, images.clone()))
+            return pgd(images, labels)
+
+        return attack
+
+    trainer = make_trainer(net, items, batch_size=4, eps=eps, ratio=0.5, attack=factory, selection="first",
+                           decollate=False, input_space=space)
+    seen = []
+    trainer.add_event_handler(IterationEvents.FORWARD_COMPLETED, lambda e: seen.append(
+        (torch.as_tensor(e.state.batch["image"]).clone(), torch.as_tensor(e.state.output["image"]).clone())))
+    trainer.run()
+    assert len(called) == 2
+    for (model, images), (clean, mixed) in zip(called, seen):
+        torch.testing.assert_close(images, (clean[:2] + 1000) / 1400)  # the attack is given u
+        with torch.no_grad():
+            torch.testing.assert_close(model(images), net(clean[:2]), rtol=1e-5, atol=1e-5)  # and net of u
+        diff = (mixed - clean).abs()
+        assert torch.equal(mixed[2:], clean[2:])
+        assert 0.5 * eps * 1400 < float(diff[:2].max()) <= eps * 1400 * (1 + 1e-5)  # eps is a fraction of the window
+        assert float(mixed.min()) >= -1000 - 1e-3 and float(mixed.max()) <= 400 + 1e-3
+
+
+def test_raw_hu_without_an_input_space_is_refused():
+    from monai_adv.input_space import InputSpaceError
+
+    items = [{"image": -1000 + 1400 * torch.rand(1, 4, 4), "label": torch.tensor(i % 2)} for i in range(4)]
+    trainer = make_trainer(_small_net(offset=-300.0, scale=700.0), items, batch_size=4, eps=0.01, ratio=1.0, steps=1)
+    with pytest.raises(InputSpaceError, match="adv_input_space"):
+        trainer.run()
+
+
+@pytest.mark.parametrize("cls", [MixedAdversarialTrainer, AdversarialEvaluator])
+def test_engines_refuse_probability_outputs_on_the_first_iteration(cls):
+    from monai_adv.network_output import ProbabilityOutputError
+
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 2), nn.Softmax(dim=1))
+    loader = DataLoader([{"image": torch.rand(1, 4, 4), "label": torch.tensor(i % 2)} for i in range(8)], batch_size=2)
+    if cls is MixedAdversarialTrainer:
+        engine = make_trainer(net, loader.dataset, batch_size=2, eps=0.01, steps=1)
+    else:
+        engine = AdversarialEvaluator(device=DEVICE, val_data_loader=loader, network=net, eps=0.01, steps=1)
+    with pytest.raises(ProbabilityOutputError, match=f"{cls.__name__}'s network ends in Softmax"):
+        engine.run()
+    assert engine.state.iteration == 1
+
+
+def test_replace_with_adversarial_maps_to_u_and_back():
+    from monai_adv.input_space import InputSpace
+
+    space = InputSpace(-1.0, 1.0)
+    x = torch.rand(4, 1, 4, 4) * 2 - 1
+    seen = []
+
+    def attack(u, labels):
+        seen.append(u.clone())
+        return (u + 0.25).clamp(0, 1)
+
+    out = replace_with_adversarial(x, None, torch.tensor([1, 3]), attack, space)
+    torch.testing.assert_close(seen[0], (x[[1, 3]] + 1) / 2)
+    torch.testing.assert_close(out[[1, 3]], ((x[[1, 3]] + 1) / 2 + 0.25).clamp(0, 1) * 2 - 1)
+    assert torch.equal(out[[0, 2]], x[[0, 2]])

@@ -283,6 +283,9 @@ def test_check_details_and_missing_inputs(trained):
     res = attack_sweep(model, x, y, ATTACKS, GRID)
     checks = sweep_checks(res, clean_accuracy=res.clean_accuracy - 0.25)
     assert checks["eps0_is_clean"].passed is False
+    # the zoo's classification template scores one-hot vectors element by element: the message names that cause
+    assert f"the sweep counts {res.clean_accuracy:.4f} of the images right" in checks["eps0_is_clean"].message
+    assert "element by element" in checks["eps0_is_clean"].message
     assert checks["large_eps"].passed is None and checks["black_box_ge_white_box"].passed is None
     assert checks["strong_le_weak"].values["gap"][0] == 0.0
     # a curve that rises (e.g. a no-reuse sweep with a randomised attack) fails "monotone"

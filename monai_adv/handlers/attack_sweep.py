@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import logging
 import os
 from collections.abc import Mapping, Sequence
 from functools import partial
@@ -16,7 +15,8 @@ import torch
 from monai_adv.attacks import PGD
 from monai_adv.attacks.base import eval_mode, key_of
 from monai_adv.distributed import all_reduce_ints, gather_by_id
-from monai_adv.handlers.collect import evaluator_batches
+from monai_adv.handlers.evaluator_data import EvaluatorDataHandler
+from monai_adv.input_space import InputSpace
 from monai_adv.reports import plot_accuracy_vs_eps, plot_adversarial_examples
 from monai_adv.sweep import AttackFactory, SweepResult, SweepWork, all_passed, attack_sweep, sweep_checks
 from monai_adv.utils import atomic_write_json, atomic_write_text
@@ -60,7 +60,7 @@ def _softmax(logits: torch.Tensor) -> np.ndarray:
     return torch.softmax(logits, dim=1).cpu().numpy()
 
 
-class AttackSweep:
+class AttackSweep(EvaluatorDataHandler):
     """At the end of an evaluator run, attack its data with every attack at every epsilon and write the results.
 
     Outputs in ``output_dir`` (each written atomically, on ``save_rank`` only):
@@ -71,7 +71,8 @@ class AttackSweep:
       spent and saved by reuse, and the settings.
     - ``attack_sweep.png``: accuracy against epsilon, one line per attack (the paper's Figure 2).
     - ``adversarial_examples.png``: clean image, adversarial image and amplified perturbation with the predicted
-      class probability of each, for the first ``n_examples`` images at ``example_eps`` (Figure 1).
+      class probability of each, for the first ``n_examples`` images at ``example_eps`` (Figure 1); images in
+      ``u`` ([0, 1], the attacks' space), whatever the network reads.
 
     Accuracies are also logged to TensorBoard when ``summary_writer`` is given (tag ``attack_sweep/<attack>``, step =
     eps in units of 1e-6), and a progress bar shows the batches.
@@ -86,13 +87,19 @@ class AttackSweep:
     (the first ones of a data list sorted by id, whatever the sharding). ``seed=None`` keeps the attacks' global-RNG
     behaviour (torchattacks' semantics), which depends on the batching.
 
+    Network inputs that are not [0, 1] (a z-score, raw HU): give ``input_space`` (see
+    :class:`~monai_adv.handlers.evaluator_data.EvaluatorDataHandler`); the attacks then run on ``u`` against the
+    network as a function of ``u``, and eps stays a fraction of the window.
+
     Args:
         attacks: name -> ``factory(model, eps)`` (e.g. ``monai_adv.attacks.PGD`` or a ``functools.partial`` of it).
         eps_grid: perturbation sizes in [0, 1] units (0 is added).
         output_dir: folder of the outputs.
         class_names: class names, for the example figure.
-        native_per_unit: native units per [0, 1] unit (1400 HU for a [-1000, 400] HU window; 255 gray levels).
-        native_units: name of the native unit, e.g. ``"HU"``.
+        native_per_unit: native units per [0, 1] unit (1400 HU for a [-1000, 400] HU window; 255 gray levels);
+            ``None``: the input space's (none for the default [0, 1] space).
+        native_units: name of the native unit, e.g. ``"HU"``; ``None``: the input space's, or
+            ``"gray levels of 255"`` (see :meth:`~monai_adv.handlers.evaluator_data.EvaluatorDataHandler.native_scale`).
         reuse: nested-ball reuse and batch compaction (results are monotone in eps); ``False`` attacks every sample
             at every eps.
         use_predicted_labels: attack and score against the clean predictions instead of the labels (the paper's
@@ -111,6 +118,8 @@ class AttackSweep:
             only).
         save_rank: the rank that writes.
         name: logger name; ``None`` uses the engine's logger.
+        input_space: how the network input follows from ``u`` (an ``InputSpace``, a pair ``(low, high)``, or
+            ``None`` for [0, 1]).
     """
 
     def __init__(
@@ -120,7 +129,7 @@ class AttackSweep:
         output_dir: str,
         class_names: Sequence[str],
         native_per_unit: float | None = None,
-        native_units: str = "gray levels of 255",
+        native_units: str | None = None,
         reuse: bool = True,
         use_predicted_labels: bool = False,
         large_eps: float | None = 0.5,
@@ -135,15 +144,16 @@ class AttackSweep:
         id_key: str = "id",
         save_rank: int = 0,
         name: str | None = None,
+        input_space: InputSpace | Sequence[float] | None = None,
     ) -> None:
+        super().__init__(input_space, id_key, save_rank, name)
         if not attacks:
             raise ValueError("AttackSweep needs at least one attack")
         self.attacks = dict(attacks)
         self.eps_grid = sorted({float(e) for e in eps_grid} | {0.0})
         self.output_dir = output_dir
         self.class_names = list(class_names)
-        self.native_per_unit = native_per_unit
-        self.native_units = native_units
+        self.native_per_unit, self.native_units = self.native_scale(native_per_unit, native_units)
         self.reuse = reuse
         self.use_predicted_labels = use_predicted_labels
         self.large_eps = large_eps
@@ -162,24 +172,31 @@ class AttackSweep:
         self.n_examples = n_examples
         self.summary_writer = summary_writer
         self.seed = seed
-        self.id_key = id_key
-        self.save_rank = save_rank
-        self.logger = logging.getLogger(name) if name else None
         self.result: SweepResult | None = None
         self.report: dict[str, Any] | None = None
 
-    def attach(self, engine: Engine) -> None:
-        from ignite.engine import Events
-
-        if self.logger is None:
-            self.logger = engine.logger
-        engine.add_event_handler(Events.COMPLETED, self)
-
     def __call__(self, engine: Engine) -> None:
-        model = engine.network
+        """Sweep ``engine.network`` and cross-check the clean accuracy with the evaluator's key metric."""
+        key = engine.state.key_metric_name
+        clean = engine.state.metrics.get(key) if key and not self.use_predicted_labels else None
+        self.sweep(engine, clean)
+
+    def sweep(self, engine: Engine, clean_accuracy: float | None = None) -> dict[str, Any] | None:
+        """Sweep the evaluator's data against ``engine.network`` and write the outputs (collective under
+        ``torchrun``).
+
+        Args:
+            engine: the evaluator whose ``data_loader``, ``prepare_batch`` and ``network`` are used.
+            clean_accuracy: the evaluator's own clean accuracy, checked against the sweep's (``eps0_is_clean``);
+                ``None`` checks the sweep against itself.
+
+        Returns:
+            the report (``attack_sweep.json``'s content, also ``self.report``) on ``save_rank``, else ``None``.
+        """
+        model = self.attack_model(engine)
         results, ids, candidates = [], [], []
         keep = max(self.large_eps_samples if self.large_eps is not None else 0, self.n_examples)
-        for batch_id, images, labels in evaluator_batches(engine, "attack sweep", "AttackSweep", self.id_key):
+        for batch_id, images, labels in self.batches(engine, "attack sweep"):
             labels = None if self.use_predicted_labels else labels
             keys = None if self.seed is None else [key_of(i) for i in batch_id]
             results.append(
@@ -194,18 +211,17 @@ class AttackSweep:
         large_result = self._large_eps_sweep(model, candidates)
         examples = self._gather_examples(candidates, engine.state.device)
         if engine.state.rank != self.save_rank:
-            return
-        key = engine.state.key_metric_name
-        clean = engine.state.metrics.get(key) if key and not self.use_predicted_labels else None
+            return None
         checks = sweep_checks(
             self.result,
-            clean_accuracy=clean,
+            clean_accuracy=clean_accuracy,
             large_eps=large_result,
             large_eps_attack=LARGE_EPS_NAME,
             max_large_eps_accuracy=self.max_large_eps_accuracy,
             black_box=self.black_box,
         )
-        self._write(engine, checks, examples)
+        self._write(model, checks, examples)
+        return self.report
 
     def _large_eps_sweep(self, model: torch.nn.Module, candidates: list[tuple]) -> SweepResult | None:
         """``large_eps_attack`` on the ``large_eps_samples`` items with the smallest ids over all ranks (every rank
@@ -240,7 +256,9 @@ class AttackSweep:
         label = values["label"][: self.n_examples]
         return images, None if (label < 0).any() else torch.from_numpy(label).to(device)
 
-    def _write(self, engine: Engine, checks: Mapping[str, Any], examples: tuple[torch.Tensor, Any] | None) -> None:
+    def _write(
+        self, model: torch.nn.Module, checks: Mapping[str, Any], examples: tuple[torch.Tensor, Any] | None
+    ) -> None:
         rows = sweep_rows(self.result, self.native_per_unit)
         os.makedirs(self.output_dir, exist_ok=True)
         write_sweep_csv(os.path.join(self.output_dir, "attack_sweep.csv"), rows)
@@ -264,7 +282,7 @@ class AttackSweep:
             self.native_per_unit, self.native_units,
         )
         if examples is not None:
-            self._plot_examples(engine.network, *examples)
+            self._plot_examples(model, *examples)
         for row in rows:
             self.logger.info(
                 f"{row['attack']:>6} eps={row['eps']:<8g} accuracy={row['accuracy']:.4f} (n={row['n']})"
@@ -278,6 +296,7 @@ class AttackSweep:
         self.logger.info(f"gradient passes saved by reuse: {work} -> {self.output_dir}/attack_sweep.*")
 
     def _plot_examples(self, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor | None) -> None:
+        """The example figure of ``images`` ``u`` in [0, 1] attacked through ``model`` (a function of ``u``)."""
         with eval_mode(model), torch.no_grad():
             clean_logits = model(images)
         truth = clean_logits.argmax(1) if labels is None else labels[: len(images)].reshape(-1)

@@ -1,53 +1,20 @@
-"""What handlers share: a base that collects every image's id, probabilities and label during an evaluation, and
-a loop over an evaluator's data for handlers that attack it after the evaluation."""
+"""A base of handlers that collect every image's id, probabilities and label during an evaluation (the loop over an
+evaluator's data for handlers that attack it afterwards is :mod:`monai_adv.handlers.evaluator_data`)."""
 
 from __future__ import annotations
 
 import logging
-import sys
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from monai_adv.attacks.base import plain_tensor
-from monai_adv.distributed import batch_ids, gather_by_id, is_distributed
+from monai_adv.distributed import gather_by_id
 
 if TYPE_CHECKING:
     from ignite.engine import Engine
 
-__all__ = ["PerImageCollector", "evaluator_batches"]
-
-
-def evaluator_batches(
-    engine: Engine, desc: str, owner: str, id_key: str = "id"
-) -> Iterator[tuple[list[str], torch.Tensor, torch.Tensor | None]]:
-    """Run over the evaluator's data loader again, with a progress bar on rank 0 when stderr is a terminal.
-
-    Yields ``(ids, images, labels)``: the batch's item ids (:func:`~monai_adv.distributed.batch_ids`; positions when
-    the batch has none under ``id_key``), and the engine's ``prepare_batch`` output on its device, the images as a
-    plain tensor ``(B, C, *spatial)`` and the labels ``(B,)`` or ``None``.
-
-    Raises ``ValueError`` (prefixed with ``owner``, the handler's name) once the loader is exhausted if it yielded no
-    batch, or if a distributed run's batches lacked real ids: positions identify items only within one process.
-    """
-    from tqdm import tqdm
-
-    n_items, from_data = 0, True
-    # a progress bar only on a terminal: in a log file every refresh would append to one ever longer line
-    quiet = engine.state.rank != 0 or not sys.stderr.isatty()
-    for batch in tqdm(engine.data_loader, desc=desc, leave=False, disable=quiet):
-        images, labels = engine.prepare_batch(batch, engine.state.device, engine.non_blocking)[:2]
-        images = plain_tensor(images)
-        ids, found = batch_ids(batch, len(images), id_key, offset=n_items)
-        n_items += len(ids)
-        from_data &= found
-        yield ids, images, labels
-    if n_items == 0:
-        raise ValueError(f"{owner}: the evaluator's data loader yielded no batch")
-    if is_distributed() and not from_data:
-        raise ValueError(f"{owner}: a distributed run needs item ids under {id_key!r} in every batch")
+__all__ = ["PerImageCollector"]
 
 
 def _rows(value: Any) -> list[dict]:

@@ -97,9 +97,11 @@ class TrainingResume:
     """Save the training state after every ``interval`` epochs to ``path``; when ``path`` exists at the start of a
     run, restore it and continue after the epoch it holds.
 
-    Attach it to a trainer after every other handler (in a bundle: append it with ``+train#handlers``), so that the
-    state is saved after validation, early stopping and the best-checkpoint saver have seen the epoch, and restored
-    after a ``CheckpointLoader`` that initialises the network (adversarial training starts from the clean model).
+    Attach it to a trainer after every other handler (in a bundle: ``$@resume.attach(@train#trainer)`` appended to
+    ``initialize`` by a config after the others, as ``monai_adv/resources/resume_training.json`` does, so it also
+    follows the handlers an overlay attaches in its ``initialize``), so that the state is saved after validation,
+    early stopping and the best-checkpoint saver have seen the epoch, and restored after a ``CheckpointLoader`` that
+    initialises the network (adversarial training starts from the clean model).
 
     Args:
         path: the resume file, e.g. ``<output_dir>/resume.pt``. In a distributed run every rank keeps its own
@@ -109,7 +111,7 @@ class TrainingResume:
         checkpoint_saver: the ``CheckpointSaver`` that keeps the best checkpoint, if any.
         validator: the evaluator run by ``ValidationHandler``, to keep its best metric, if any.
         extra_state: more objects with ``state_dict()`` and ``load_state_dict()`` to keep (``None`` entries are
-            skipped), e.g. the validator's :class:`~monai_adv.engines.CatastrophicOverfittingGuard`.
+            skipped), e.g. the validator's :class:`~monai_adv.handlers.CatastrophicOverfittingGuard`.
         interval: save every ``interval`` epochs (and always at the last one).
         name: logger name; ``None`` uses the engine's logger.
     """

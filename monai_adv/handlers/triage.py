@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import logging
 import math
 import os
 from collections.abc import Sequence
@@ -16,7 +15,8 @@ import torch
 
 from monai_adv.attacks.base import key_of
 from monai_adv.distributed import gather_by_id
-from monai_adv.handlers.collect import evaluator_batches
+from monai_adv.handlers.evaluator_data import EvaluatorDataHandler
+from monai_adv.input_space import InputSpace
 from monai_adv.reports import plot_triage_curves
 from monai_adv.sensitivity import SensitivityResult, minimal_flip_eps
 from monai_adv.io import DataError
@@ -63,7 +63,7 @@ def load_threshold(path: str | os.PathLike) -> float:
     return float(value)
 
 
-class SensitivityTriage:
+class SensitivityTriage(EvaluatorDataHandler):
     """At the end of an evaluator run, find every image's minimal flipping epsilon and flag the most sensitive.
 
     Sensitivity is the bracket ``[eps_lo, eps_hi]`` of :func:`monai_adv.sensitivity.minimal_flip_eps`: at ``eps_hi``
@@ -94,6 +94,11 @@ class SensitivityTriage:
     single-process ones for the same seed (bit for bit with :class:`monai_adv.distributed.BatchShardSampler` and the
     same batch size).
 
+    Network inputs that are not [0, 1] (a z-score, raw HU): give ``input_space`` (see
+    :class:`~monai_adv.handlers.evaluator_data.EvaluatorDataHandler`); the search then runs PGD on ``u`` in [0, 1]
+    against the network as a function of ``u``, and every eps (``eps_max``, ``tol``, ``threshold``) is a fraction of
+    the window.
+
     Args:
         output_dir: folder of the outputs.
         class_names: class names in index order.
@@ -104,7 +109,9 @@ class SensitivityTriage:
         tol: bracket width; default ``eps_max / 256``.
         restarts: PGD random starts per probe.
         steps: PGD steps per probe (10, step eps/4, as Table S1).
-        native_per_unit, native_units: to report eps also in native units (1400 HU for the CT window).
+        native_per_unit, native_units: to report eps also in native units (1400 HU for the CT window); ``None``:
+            the input space's, or no native eps and ``"gray levels of 255"`` (see
+            :meth:`~monai_adv.handlers.evaluator_data.EvaluatorDataHandler.native_scale`).
         filename: name of the per-image CSV.
         flag_column: name of the flag column (``flagged``; inference uses ``refer``).
         id_key: key of the item id in the batch; without ids, positions in the loader stand in (single process
@@ -114,6 +121,8 @@ class SensitivityTriage:
             depend on the batch or process it is searched in.
         save_rank: the rank that writes.
         name: logger name; ``None`` uses the engine's logger.
+        input_space: how the network input follows from ``u`` (an ``InputSpace``, a pair ``(low, high)``, or
+            ``None`` for [0, 1]).
     """
 
     def __init__(
@@ -128,14 +137,16 @@ class SensitivityTriage:
         restarts: int = 2,
         steps: int = 10,
         native_per_unit: float | None = None,
-        native_units: str = "gray levels of 255",
+        native_units: str | None = None,
         filename: str = "sensitivity.csv",
         flag_column: str = "flagged",
         id_key: str = "id",
         seed: int = 0,
         save_rank: int = 0,
         name: str | None = None,
+        input_space: InputSpace | Sequence[float] | None = None,
     ) -> None:
+        super().__init__(input_space, id_key, save_rank, name)
         if threshold is not None and threshold_file is not None:
             raise ValueError("give threshold or threshold_file, not both")
         self.output_dir = output_dir
@@ -146,32 +157,21 @@ class SensitivityTriage:
         self.tol = tol
         self.restarts = restarts
         self.steps = steps
-        self.native_per_unit = native_per_unit
-        self.native_units = native_units
+        self.native_per_unit, self.native_units = self.native_scale(native_per_unit, native_units)
         self.filename = filename
         self.flag_column = flag_column
-        self.id_key = id_key
         self.seed = seed
-        self.save_rank = save_rank
-        self.logger = logging.getLogger(name) if name else None
         self.result: SensitivityResult | None = None
         self.summary: dict[str, Any] | None = None
 
-    def attach(self, engine: Engine) -> None:
-        from ignite.engine import Events
-
-        if self.logger is None:
-            self.logger = engine.logger
-        engine.add_event_handler(Events.COMPLETED, self)
-
     def _search(self, engine: Engine) -> tuple[list[str], SensitivityResult, torch.Tensor | None]:
         ids, results, labels = [], [], []
-        batches = evaluator_batches(engine, "sensitivity", "SensitivityTriage", self.id_key)
-        for batch_id, images, batch_labels in batches:
+        model = self.attack_model(engine)
+        for batch_id, images, batch_labels in self.batches(engine, "sensitivity"):
             ids += batch_id
             results.append(
                 minimal_flip_eps(
-                    engine.network, images, self.eps_max, self.tol, restarts=self.restarts,
+                    model, images, self.eps_max, self.tol, restarts=self.restarts,
                     steps=self.steps, labels=batch_labels, seed=self.seed, keys=[key_of(i) for i in batch_id],
                 )
             )

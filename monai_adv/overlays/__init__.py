@@ -1,17 +1,16 @@
 """Config overlays that add monai_adv's capabilities to a MONAI classification bundle.
 
 Each overlay is appended after the bundle's own configs in ``--config_file`` (MONAI merges later files over earlier
-ones; ``+key`` appends to a list). ``python -m monai_adv overlay <name>`` prints the files to append as items of
-MONAI's list form of ``--config_file`` (quoted, comma-separated): ``common.json`` (the shared settings) and the
-overlay itself, e.g. ``--config_file "['configs/train.json',$(python -m monai_adv overlay adversarial_train)]"``.
-(MONAI 1.6.1's ``monai.bundle run`` checks a plain comma-separated string as one path, so the list form it is.) The bundle must follow the model zoo's conventions:
-``network``, ``device``, ``num_classes``, ``bundle_root``, ``output_dir``, ``ckpt_path``, ``validate#evaluator``,
-``validate#preprocessing``, ``validate#handlers`` and, for adversarial training, ``train#trainer`` and
-``train#handlers``; the README's "Any MONAI bundle" section lists every id an overlay reads and sets.
+ones; ``+key`` appends to a list). ``python -m monai_adv overlay <name> <bundle configs...>`` prints the whole list for
+``--config_file``: the bundle's configs, then ``common.json`` (the shared settings) and the overlay itself. The bundle must follow the model zoo's conventions:
+``network``, ``device``, ``num_classes``, ``bundle_root``, ``output_dir``, ``ckpt_path`` and its engines, by default
+``validate#evaluator`` and ``train#trainer`` (the ids ``adv_evaluator`` and ``adv_trainer`` say otherwise); the
+README's "Any MONAI bundle" section lists every id an overlay reads and sets.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -41,37 +40,62 @@ def overlay_files(name: str) -> list[Path]:
     return [COMMON, HERE / f"{name}.json"]
 
 
-def overlay_argument(name: str) -> str:
-    """``overlay_files(name)`` as quoted, comma-separated items (Python literals) to put inside the list form of
-    ``--config_file``: ``"['configs/train.json',<this>,'configs/settings.json']"``."""
-    return ",".join(repr(str(f)) for f in overlay_files(name))
+def overlay_argument(name: str, bundle_configs: Iterable[str] = (), then: Iterable[str] = ()) -> str:
+    """The ``--config_file`` value of ``monai.bundle run``: ``bundle_configs``, ``overlay_files(name)``, then
+    ``then`` (settings merged over the overlay), as a JSON list (MONAI's command line reads a list literal; it does
+    not split a comma-separated string)."""
+    return json.dumps([*map(str, bundle_configs), *map(str, overlay_files(name)), *map(str, then)])
 
 
-def _saved_file(handler: Any) -> str | None:
-    """Where a checkpoint saver writes its key-metric model, for MONAI's ``CheckpointSaver`` and ours."""
+def _fixed_files(handler: Any) -> list[str]:
+    """The fixed files a checkpoint saver (MONAI's ``CheckpointSaver`` or ours) writes: its final and key-metric
+    checkpoints with a set file name (Ignite's generated names never equal a given path)."""
     save_dir = getattr(handler, "save_dir", None)
-    filename = getattr(handler, "key_metric_filename", None)
-    if save_dir is None or not filename:
-        return None
-    return os.path.abspath(os.path.join(save_dir, filename))
+    if save_dir is None:
+        return []
+    files = []
+    for name in ("_final_checkpoint", "_key_metric_checkpoint", "_interval_checkpoint"):
+        saver = getattr(getattr(handler, name, None), "save_handler", None)
+        filename = getattr(saver, "filename", None)
+        if filename:
+            files.append(os.path.abspath(os.path.join(getattr(saver, "dirname", save_dir), filename)))
+    return files
 
 
-def check_clean_model_kept(init_ckpt: str, ckpt_path: str, handlers: Iterable[Any]) -> None:
+def _attached_handlers(engine: Any) -> list[Any]:
+    """The handler objects attached to an Ignite engine (the owners of its bound event methods)."""
+    found = []
+    for entries in getattr(engine, "_event_handlers", {}).values():
+        for entry in entries:
+            owner = getattr(entry[0], "__self__", entry[0])
+            if owner not in found:
+                found.append(owner)
+    return found
+
+
+def check_clean_model_kept(init_ckpt: str, ckpt_path: str, engines: Iterable[Any]) -> None:
     """Stop adversarial training before it starts when it would overwrite the clean model it starts from.
 
+    Args:
+        init_ckpt: the clean model (``adv_init_ckpt``).
+        ckpt_path: where the adversarially trained model goes (the overlay sets it to ``robust_ckpt_path``).
+        engines: the trainer and validator, whose attached checkpoint savers are checked.
+
     Raises:
-        OverlayError: ``ckpt_path`` (where the adversarially trained model goes) is ``init_ckpt``, or a checkpoint
-            saver among ``handlers`` writes ``init_ckpt`` (a saver whose file does not follow ``ckpt_path``).
+        OverlayError: ``ckpt_path`` is ``init_ckpt``, or a saver attached to an engine writes ``init_ckpt`` (a
+            saver whose file does not follow ``ckpt_path``).
     """
     clean = os.path.abspath(init_ckpt)
     if os.path.abspath(ckpt_path) == clean:
         raise OverlayError(
             f"adversarial training would overwrite the clean model {init_ckpt}: set robust_ckpt_path to another file"
         )
-    for handler in handlers:
-        if handler is not None and _saved_file(handler) == clean:
-            raise OverlayError(
-                f"{type(handler).__name__} in the bundle's handlers saves to {init_ckpt}, the clean model adversarial "
-                "training starts from: let it save to @ckpt_path (save_dir: $os.path.dirname(@ckpt_path), "
-                "key_metric_filename: $os.path.basename(@ckpt_path)), which the overlay points at robust_ckpt_path"
-            )
+    for engine in engines:
+        for handler in _attached_handlers(engine):
+            if clean in _fixed_files(handler):
+                raise OverlayError(
+                    f"{type(handler).__name__} of the bundle's {type(engine).__name__} saves to {init_ckpt}, the "
+                    "clean model adversarial training starts from: let it save to @ckpt_path (save_dir: "
+                    "$os.path.dirname(@ckpt_path), key_metric_filename: $os.path.basename(@ckpt_path)), which the "
+                    "overlay points at robust_ckpt_path"
+                )
