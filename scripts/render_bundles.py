@@ -869,8 +869,8 @@ size: every image's PGD randomness is keyed by its id, each process attacks whol
 and rank 0 gathers the per-image results by id and writes.
 
 Add `configs/demo.json` as the last config file (and `--output_dir <dir>`) to run on the demo data with the CPU
-profile (32 x 32 images, VGG16 at 1/8 width, batch {DEMO['batch_size']}, at most {DEMO['max_epochs']} epochs, adversarial training
-included); checkpoints then go to `<output_dir>/models`, and `--dataset_dir` still wins over the demo data.
+profile (32 x 32 images, VGG16 at 1/8 width, batch {DEMO['batch_size']}, at most {DEMO['max_epochs']} epochs, adversarial
+training included); checkpoints then go to `<output_dir>/models`, and `--dataset_dir` still wins over the demo data.
 Outputs: `metrics.json` (accuracy, ROC AUC, confusion matrix) and `test_predictions.csv` from evaluate,
 `predictions.csv` from inference, `attack_sweep.*` and `adversarial_examples.png` from the sweep,
 `robustness_comparison.*` from the comparison, `sensitivity.csv`, `triage.json` and `triage.png` from the triage,
@@ -919,7 +919,8 @@ def render(root: Path = ROOT) -> dict[Path, str]:
 def unrendered(files: dict[Path, str], root: Path = ROOT) -> list[Path]:
     """Config files in the bundles' ``configs/`` folders that the renderer no longer writes (a config it dropped)."""
     folders = {p.parent for p in files if p.parent.name == "configs"}
-    return sorted(p for folder in folders if folder.is_dir() for p in folder.iterdir() if p.is_file() and p not in files)
+    found = (p for folder in folders if folder.is_dir() for p in folder.iterdir() if p.is_file())
+    return sorted(p for p in found if p not in files)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -274,7 +274,8 @@ def test_a_ten_class_sweep_reports_accuracy_over_images(trained, demo_dir, tmp_p
     evaluate_log = RUNS[out][1]
     logged = float(evaluate_log.split("Metrics -- test_accuracy: ")[1].split()[0])
     assert logged == pytest.approx(metrics["accuracy"], abs=1e-4)
-    run_bundle(study(bundle, "attack_sweep", "demo"), tmp_path, demo_dir, "--ckpt_path", str(out / "models" / "model.pt"),
+    run_bundle(study(bundle, "attack_sweep", "demo"), tmp_path, demo_dir,
+               "--ckpt_path", str(out / "models" / "model.pt"),
                "--eps_grid", "[0.01]", "--attack_sweep#large_eps", "None")
     report = json.loads((tmp_path / "attack_sweep.json").read_text())
     assert report["checks"]["eps0_is_clean"]["passed"], report["checks"]["eps0_is_clean"]
@@ -341,7 +342,8 @@ def test_adversarial_training_never_reads_the_test_split_and_feeds_the_compariso
     (adv_out / "models").mkdir(parents=True)
     (adv_out / "models" / "model.pt").write_bytes((out / "models" / "model.pt").read_bytes())
     run_bundle(
-        study(bundle, "adversarial_train", "demo"), adv_out, demo_dir, "--dataset_dir", str(tmp_path), "--max_epochs", "2",
+        study(bundle, "adversarial_train", "demo"), adv_out, demo_dir,
+        "--dataset_dir", str(tmp_path), "--max_epochs", "2",
     )
     robust = load_state(adv_out / "models" / "model_adversarial.pt")
     clean = load_state(out / "models" / "model.pt")
@@ -510,7 +512,8 @@ def test_no_patient_identifier_in_any_output(trained, demo_dir, tmp_path):
     bundle = "lung_nodule_ct_classification"
     out = trained(bundle)
     stages = ((configs(bundle, "inference", "demo"), "predictions.csv"),
-              (study(bundle, "attack_sweep", "demo"), "attack_sweep.csv"), (study(bundle, "triage", "demo"), "sensitivity.csv"))
+              (study(bundle, "attack_sweep", "demo"), "attack_sweep.csv"),
+              (study(bundle, "triage", "demo"), "sensitivity.csv"))
     for files, marker in stages:
         if not (out / marker).is_file():
             run_bundle(files, out, demo_dir)
