@@ -709,16 +709,17 @@ def metadata(name: str, spec: dict[str, Any]) -> dict[str, Any]:
         "monai_version": "1.6.1",
         "pytorch_version": "2.13.0",
         "numpy_version": "2.4.6",
+        # the model zoo's field for the packages a bundle needs beyond MONAI (MONAI 1.6.1 reads the older name,
+        # optional_packages_version, as this one); monai_adv builds the network, checks the data and holds the
+        # overlays (python -m monai_adv overlay <name>) that the robustness study appends to these configs
         "required_packages_version": {
+            "monai_adv": VERSION,
             "pytorch-ignite": "0.5.5",
             "torchattacks": "3.5.1",
             "pydicom": "3.0.2",
             "nibabel": "5.4.2",
             "tensorboard": "2.20.0",
         },
-        # as the model zoo declares packages beyond MONAI's own: monai_adv builds the network, checks the data and
-        # holds the overlays (python -m monai_adv overlay <name>) that the robustness study appends to these configs
-        "optional_packages_version": {"monai_adv": VERSION},
         "name": spec["title"],
         "task": f"{spec['title']}: {' vs '.join(spec['class_names'])}, with adversarial-robustness evaluation",
         "description": (
@@ -824,7 +825,7 @@ at most {s['max_epochs']} epochs, early stopping with patience {s['patience']} o
 validation checkpoint is kept at `ckpt_path`.
 
 ## Commands
-Run from inside this bundle (`cd` into it), with `monai_adv` installed (`metadata.json`, `optional_packages_version`).
+Run from inside this bundle (`cd` into it), with `monai_adv` installed (`metadata.json`, `required_packages_version`).
 Outputs go to `eval/` and checkpoints to `models/` under `bundle_root`; run from anywhere else, pass
 `--bundle_root <this folder>` (the configs stop with an error naming `bundle_root` rather than share `./eval` and
 `./models` with another bundle).

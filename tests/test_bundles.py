@@ -88,7 +88,8 @@ def test_nothing_in_a_bundle_points_outside_it():
         assert all((folder / n).is_file() for n in named), sorted(n for n in named if not (folder / n).is_file())
         assert "monai_adv overlay attack_sweep" in readme and "monai_adv overlay referral" in readme
         metadata = json.loads((folder / "configs" / "metadata.json").read_text())
-        assert "monai_adv" in metadata["optional_packages_version"]
+        # the zoo's field (MONAI 1.6.1 renames the older optional_packages_version to it, over this one if both exist)
+        assert "monai_adv" in metadata["required_packages_version"] and "optional_packages_version" not in metadata
 
 
 def test_required_ids_in_every_config():

@@ -41,7 +41,7 @@ def load_threshold(path: str | os.PathLike) -> float:
             one; see :meth:`monai_adv.triage.TriageResult.to_dict`).
     """
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"triage file not found: {path} (run the bundle's triage.json first)")
+        raise FileNotFoundError(f"triage file not found: {path} (run the triage overlay first)")
     with open(path, encoding="utf-8") as handle:
         summary = json.load(handle)
     if "threshold" not in summary:
