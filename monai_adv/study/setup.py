@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from monai_adv.overlays import overlay_files
 from monai_adv.study.ledger import data_digest
 from monai_adv.study.paper_figures import BUNDLE_DATASETS, paper_dataset
-from monai_adv.overlays import overlay_files
 from monai_adv.study.stages import BUNDLE_STAGES, MANAGED_IDS, SETTINGS_CONFIG, BundleStage
 
 __all__ = ["BundleSetup", "parse_override", "prepare_bundle", "available_bundles", "default_bundles_dir"]
