@@ -10,7 +10,7 @@ from monai.engines import SupervisedEvaluator, SupervisedTrainer
 from monai.handlers import from_engine
 from torch.utils.data import DataLoader
 
-from monai_adv.engines import AdversarialEvaluator, MixedAdversarialTrainer
+from monai_adv.engines import AdversarialEvaluator
 from monai_adv.handlers import AdversarialBatches
 from monai_adv.input_space import ZScoreInputSpace
 
