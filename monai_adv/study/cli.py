@@ -5,6 +5,7 @@
     python scripts/run_study.py --bundles lung_nodule_ct_classification --dataset_dir <prepared LIDC> --output lidc
     python scripts/run_study.py --set max_epochs=5 --set adversarial_train:max_epochs=3
     python scripts/run_study.py --images <class folders or table.csv> --profile demo --output mine   # your own images
+    python scripts/run_study.py --bundle_root <any zoo-style bundle> --dataset_dir <its data> --output theirs
 
 It runs, per bundle, train, evaluate, attack (sweep), adversarial_train, compare (sweep again, both models) and
 triage, then compares the data sets and writes ``<output>/report/report.md`` with its figures. Run it again after an
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from monai_adv.io import DataError
 from monai_adv.study.runner import StudyError, run_study
-from monai_adv.study.setup import available_bundles, default_bundles_dir, parse_override
+from monai_adv.study.setup import ForeignBundle, available_bundles, default_bundles_dir, parse_override
 
 __all__ = ["main", "build_parser"]
 
@@ -60,12 +61,24 @@ def prepare_images(source: Path, dataset_dir: Path) -> Path:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bundles", nargs="+", default=[DEFAULT_BUNDLE],
-                        help="bundle names (space- or comma-separated) or 'all' (default: %(default)s)")
+    parser.add_argument("--bundles", nargs="+", default=None,
+                        help=f"bundle names (space- or comma-separated) or 'all' (default: {DEFAULT_BUNDLE})")
+    other = parser.add_argument_group(
+        "another bundle", "study a classification bundle that is not one of ours, in the model zoo's layout (ids "
+        "network, device, bundle_root, output_dir, ckpt_path, dataset_dir; engines validate#evaluator and "
+        "train#trainer unless --set adv_evaluator=@ID adv_trainer=@ID say otherwise)")
+    other.add_argument("--bundle_root", type=Path, default=None, help="the bundle's folder (holding configs/)")
+    other.add_argument("--train_config", default=None,
+                       help="its training config in configs/, .json or .yaml (default: train)")
+    other.add_argument("--evaluate_config", default=None,
+                       help="its evaluation config, merged over the training config (default: evaluate)")
+    other.add_argument("--checkpoint", type=Path, default=None,
+                       help="a trained model to study instead of training one with the bundle's train config")
     parser.add_argument("--output", type=Path, default=Path("study"), help="output folder (default: %(default)s)")
     data = parser.add_mutually_exclusive_group()
     data.add_argument("--dataset_dir", type=Path, default=None,
-                      help="a prepared data set (its datalist.json) instead of the demo data; one bundle at a time")
+                      help="a prepared data set (its datalist.json) instead of the demo data, one bundle at a time; "
+                           "with --bundle_root, the folder that bundle reads as dataset_dir")
     data.add_argument("--images", type=Path, default=None, metavar="FOLDER_OR_TABLE",
                       help="your own images: a folder <FOLDER>/<class>/... or a table path,label[,patient_id], "
                            "prepared into <output>/dataset by scripts/prepare_folder.py's defaults, then studied "
@@ -83,16 +96,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _our_bundles(parser: argparse.ArgumentParser, requested: Sequence[str], bundles_dir: Path) -> list[str]:
+    """``--bundles`` as names of our bundles (``all``: every one), or a parser error naming the unknown ones."""
+    known = available_bundles(bundles_dir)
+    names = [b for item in requested for b in item.split(",") if b]
+    bundles = known if names == ["all"] else names
+    unknown = sorted(set(bundles) - set(known))
+    if unknown or not bundles:
+        parser.error(f"unknown bundles {unknown}; choose from {known} or 'all' (another bundle: --bundle_root)")
+    return list(dict.fromkeys(bundles))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     bundles_dir = args.bundles_dir or default_bundles_dir()
-    known = available_bundles(bundles_dir)
-    requested = [b for item in args.bundles for b in item.split(",") if b]
-    bundles = known if requested == ["all"] else requested
-    unknown = sorted(set(bundles) - set(known))
-    if unknown or not bundles:
-        parser.error(f"unknown bundles {unknown}; choose from {known} or 'all'")
+    if args.bundle_root is None:
+        for option in ("train_config", "evaluate_config", "checkpoint"):
+            if getattr(args, option) is not None:
+                parser.error(f"--{option} is for another bundle: give its folder with --bundle_root")
+        bundles = _our_bundles(parser, args.bundles or [DEFAULT_BUNDLE], bundles_dir)
+    elif args.bundles is not None:
+        parser.error("--bundle_root studies one bundle: leave out --bundles")
+    elif args.images is not None:
+        parser.error("--images prepares a data list for monai-adv's bundles; another bundle reads its own data from "
+                     "--dataset_dir")
+    else:
+        bundles = [ForeignBundle(args.bundle_root, args.train_config or "train", args.evaluate_config or "evaluate",
+                                 args.checkpoint)]
     overrides: dict[str, dict[str, object]] = {}
     for text in args.overrides:
         try:
@@ -100,8 +131,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as error:
             parser.error(str(error))
         overrides.setdefault(stage, {})[key] = value
+    if args.bundle_root is not None:  # the report quotes the bundle's folder name only: no paths
+        where = [f"--bundle_root <{args.bundle_root.resolve().name}>"] + [
+            f"--{o} {getattr(args, o)}" for o in ("train_config", "evaluate_config") if getattr(args, o) is not None
+        ] + (["--checkpoint <model>"] if args.checkpoint else [])
+    else:
+        where = ["--bundles", ",".join(bundles)]
     command = " ".join(
-        ["scripts/run_study.py", "--bundles", ",".join(dict.fromkeys(bundles))]
+        ["scripts/run_study.py", *where]
         + ([f"--dataset_dir {args.dataset_dir}"] if args.dataset_dir else [])
         + ([f"--images {args.images}"] if args.images else [])
         + ([f"--profile {args.profile}"] if args.profile else [])
@@ -112,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.images is not None:
             dataset_dir = prepare_images(args.images, args.output / "dataset")
         result = run_study(
-            list(dict.fromkeys(bundles)), args.output, bundles_dir, dataset_dir, args.profile, overrides,
+            bundles, args.output, bundles_dir, dataset_dir, args.profile, overrides,
             log=lambda line: print(line, flush=True), command=command,
             threads=None if args.threads == 0 else args.threads,
         )

@@ -23,7 +23,8 @@ from typing import Any
 from monai_adv.utils import atomic_write_json
 
 __all__ = [
-    "LEDGER_NAME", "Ledger", "sha256_file", "fingerprint", "code_digest", "data_digest", "library_versions",
+    "LEDGER_NAME", "Ledger", "sha256_file", "fingerprint", "code_digest", "data_digest", "folder_digest",
+    "library_versions",
 ]
 
 LEDGER_NAME = "study_state.json"
@@ -37,6 +38,18 @@ def sha256_file(path: str | os.PathLike) -> str:
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(_CHUNK), b""):
             digest.update(block)
+    return digest.hexdigest()
+
+
+def folder_digest(folder: str | os.PathLike) -> str:
+    """SHA-256 over every file under ``folder`` (relative paths and bytes, hidden files included, links followed):
+    the data of a bundle whose data list the study cannot read, whatever its layout."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data folder not found: {root}")
+    digest = hashlib.sha256(b"folder\0")
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + sha256_file(path).encode())
     return digest.hexdigest()
 
 

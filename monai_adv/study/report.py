@@ -111,7 +111,9 @@ def _classes(bundle: BundleReport) -> str:
     names = bundle.settings.get("class_names")
     if not isinstance(names, (list, tuple)) or not names:
         return "- **Classes:** not set (`class_names`)."
-    return "- **Classes** (the data list's, in label order): " + ", ".join(
+    source = ("`adv_class_names`, by default the class indices" if bundle.settings.get("profile") == "bundle"
+              else "the data list's")
+    return f"- **Classes** ({source}, in label order): " + ", ".join(
         f"{k} `{n}`" for k, n in enumerate(names)
     ) + "."
 
@@ -125,6 +127,10 @@ class _Bundle:
         self.column = self.paper.column if self.paper else None
         self.ours = f"ours (%), {data_label(bundle)}"
         self.theirs = f"paper (%), {self.paper.dataset}" if self.paper else "paper (%)"
+        sweep = _read_json(self.file("attack", "attack_sweep.json"))
+        # the native scale the sweep attacked in (read off the bundle's own preprocessing for another bundle)
+        self.settings = {**bundle.settings,
+                         **{k: sweep[k] for k in ("native_per_unit", "native_units") if sweep.get(k) is not None}}
 
     def file(self, stage: str, name: str) -> Path:
         return self.b.folder / stage / name
@@ -133,8 +139,7 @@ class _Bundle:
         return f"{self.b.name}-{suffix}"
 
     def lines(self) -> list[str]:
-        b, settings = self.b, self.b.settings
-        metrics = _read_json(self.file("evaluate", "metrics.json"))
+        b, settings = self.b, self.settings
         if self.paper:
             title = f"## {b.name} ({self.column}: {self.paper.dataset})"
             paper_data = f"- **Data, paper:** {self.paper.dataset}."
@@ -144,20 +149,31 @@ class _Bundle:
         size = settings.get("image_size")
         size = " x ".join(str(s) for s in size) if isinstance(size, (list, tuple)) else str(size)
         clean = f"; **paper:** {_paper(TABLE1[self.column][('clean', 0.0)])} %" if self.column else ""
-        lines = [
-            title, "",
-            f"- **Data, ours:** {b.data.get('label')}; {b.data.get('n_training')} training images (a 20 % validation "
-            f"split carved by patient), {b.data.get('n_test')} test images.",
-            paper_data,
-            _classes(b),
-            f"- **Model, ours:** PaperVGG16 at width {settings.get('network_width')}, input {size}, batch "
-            f"{settings.get('batch_size')}, at most {settings.get('max_epochs')} epochs (patience "
-            f"{settings.get('patience')}), profile `{settings.get('profile', 'demo')}`.",
-            f"- **Clean test accuracy, ours:** {_pct(metrics.get('accuracy'))} % (ROC AUC "
-            f"{metrics.get('roc_auc', float('nan')):.3f}, n = {metrics.get('n')}){clean}.",
-            "",
-        ]
+        if settings.get("profile") == "bundle":  # another bundle: its own data list, network and training
+            data = f"- **Data, ours:** {b.data.get('label')}."
+            trained = ("a trained model given with `--checkpoint`" if settings.get("checkpoint")
+                       else "trained by the bundle's own train config")
+            model = f"- **Model, ours:** the bundle's network `{settings.get('network') or '?'}`, {trained}."
+        else:
+            data = (f"- **Data, ours:** {b.data.get('label')}; {b.data.get('n_training')} training images (a 20 % "
+                    f"validation split carved by patient), {b.data.get('n_test')} test images.")
+            model = (f"- **Model, ours:** PaperVGG16 at width {settings.get('network_width')}, input {size}, batch "
+                     f"{settings.get('batch_size')}, at most {settings.get('max_epochs')} epochs (patience "
+                     f"{settings.get('patience')}), profile `{settings.get('profile', 'demo')}`.")
+        lines = [title, "", data, paper_data, _classes(b), model, self.clean_accuracy() + clean + ".", ""]
         return lines + self.table1() + self.table_s5() + self.table2()
+
+    def clean_accuracy(self) -> str:
+        """The clean test accuracy line: the evaluate stage's metrics, or (another bundle's evaluation writes its own
+        files) the sweep's clean pass over the same test data."""
+        path = self.file("evaluate", "metrics.json")
+        if path.is_file():
+            metrics = _read_json(path)
+            return (f"- **Clean test accuracy, ours:** {_pct(metrics.get('accuracy'))} % (ROC AUC "
+                    f"{metrics.get('roc_auc', float('nan')):.3f}, n = {metrics.get('n')})")
+        clean = next(r for r in _read_json(self.file("attack", "attack_sweep.json"))["rows"] if r["attack"] == "clean")
+        return (f"- **Clean test accuracy, ours:** {_pct(clean['accuracy'])} % (n = {clean.get('n')}; the sweep's "
+                "clean pass: the bundle's own evaluation output is in its `evaluate` folder)")
 
     # Table 1, Figures 2 and 1 ----------------------------------------------------------------------------------------
 
@@ -165,7 +181,7 @@ class _Bundle:
         sweep = _read_json(self.file("attack", "attack_sweep.json"))
         rows = sweep["rows"]
         paper = TABLE1.get(self.column, {}) if self.column else {}
-        units = _units(self.b.settings)
+        units = _units(self.settings)
         clean = next(r for r in rows if r["attack"] == "clean")
         body = [["no attack", "0", "0", _pct(clean["accuracy"]), _paper(paper.get(("clean", 0.0)))]]
         comparable = self.paper is not None
@@ -176,7 +192,7 @@ class _Bundle:
                 eps = float(row["eps"])
                 published = next((v for (a, e), v in paper.items() if a == attack and _close(e, eps)), None)
                 body.append(
-                    [attack, f"{eps:g}", _native(eps, self.b.settings), _pct(row["accuracy"]), _paper(published)]
+                    [attack, f"{eps:g}", _native(eps, self.settings), _pct(row["accuracy"]), _paper(published)]
                 )
         header = ["attack", "eps", f"eps ({units})", self.ours, f"{self.theirs}, Table 1"]
         if not comparable:
@@ -219,7 +235,7 @@ class _Bundle:
         before = "original" if "original" in models else models[0]
         after = "adversarially trained" if "adversarially trained" in models else next(m for m in models if m != before)
         grid = sorted({e for (_, a, e) in table if a != "clean"})
-        adversarial = self.b.settings.get("adversarial") or {}
+        adversarial = self.settings.get("adversarial") or {}
         adv_eps = adversarial.get("adv_eps")
         eps = next((e for e in grid if _close(e, TABLE_S5_EPS)), None)
         if eps is None and adv_eps is not None:
@@ -256,9 +272,12 @@ class _Bundle:
             "### Table S5 and Figure 3: before and after adversarial training",
             "",
             f"Adversarial training (ours): {attack_name}-{adversarial.get('adv_steps')} examples at eps {adv_eps} "
-            f"replacing {share} of every batch, from the clean model, at most {adversarial.get('max_epochs')} epochs, "
-            "the checkpoint with the best white-box PGD accuracy on the validation split. Accuracy at eps "
-            f"{eps:g} ({_native(eps, self.b.settings)} {_units(self.b.settings)})"
+            f"replacing {share} of every batch, from the clean model, "
+            + (f"at most {adversarial['max_epochs']} epochs, " if adversarial.get("max_epochs") else "")
+            + ("the checkpoint the bundle's own saver keeps (its validation metric now scores white-box PGD examples)"
+               if self.settings.get("profile") == "bundle"
+               else "the checkpoint with the best white-box PGD accuracy on the validation split")
+            + f". Accuracy at eps {eps:g} ({_native(eps, self.settings)} {_units(self.settings)})"
             + (f"; the paper's Table S5 is at eps {TABLE_S5_EPS:g}." if self.paper else "."),
             "",
             *_table(header, body),
@@ -294,7 +313,7 @@ class _Bundle:
 
     def table2(self) -> list[str]:
         triage = _read_json(self.file("triage", "triage.json"))
-        units = triage.get("native_units") or _units(self.b.settings)
+        units = triage.get("native_units") or _units(self.settings)
         n = triage.get("n")
 
         def referred(entry: Mapping[str, Any]) -> str:
@@ -428,7 +447,8 @@ def write_report(
         "# Adversarial robustness study",
         "",
         f"The analyses of {CITATION} (*Using Adversarial Images to Assess the Robustness of Deep Learning Models "
-        f"Trained on Diagnostic Images in Oncology*), run with the `monai_adv` bundles {names} by `{command}`: train, "
+        f"Trained on Diagnostic Images in Oncology*), run on the bundles {names} with `monai_adv`'s overlays by "
+        f"`{command}`: train, "
         "evaluate, sweep the attacks, adversarially train, sweep again, triage, compare data sets.",
         "",
         "Columns and rows marked **paper** are that article's published figures (its data sets and full-size VGG16 "

@@ -45,7 +45,7 @@ from monai_adv.study.ownership import (
     MANIFEST_NAME, Kind, describe, foreign_files, remove_stale_temporaries, start_working_folder, write_manifest,
 )
 from monai_adv.study.paper_figures import comparable_dataset
-from monai_adv.study.setup import BundleSetup, prepare_bundle
+from monai_adv.study.setup import BundleSetup, ForeignBundle, prepare_bundle, prepare_foreign_bundle
 from monai_adv.study.stages import BUNDLE_STAGES, RESUME_FILE, STUDY_STAGES, BundleStage
 from monai_adv.utils import atomic_write_json
 
@@ -84,7 +84,6 @@ class StudyResult:
 @dataclass
 class _Context:
     output: Path
-    cwd: Path
     run: int
     code: str
     study_code: str
@@ -220,11 +219,47 @@ def _stage_inputs(setup: BundleSetup, stage: BundleStage, ledger: Ledger, ctx: _
         "overrides": setup.overrides_for(stage.name),
         "data": setup.data_digest,
         "reads": reads,
+        "checkpoint": sha256_file(setup.checkpoint) if adopts_checkpoint(setup, stage) else None,
         "code": ctx.code,
         "versions": ctx.versions,
         "threads": ctx.threads,
     }
     return fingerprint(payload), payload
+
+
+def adopts_checkpoint(setup: BundleSetup, stage: BundleStage) -> bool:
+    """Whether ``stage`` copies the user's trained model (``--checkpoint``) instead of running the bundle."""
+    return setup.checkpoint is not None and "ckpt_path" in stage.writes
+
+
+def _adopt_checkpoint(source: Path, target: Path, log_path: Path) -> int:
+    """Copy a trained model into the stage's folder (the later stages read it there, as a trained one); 0."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    with log_path.open("a", encoding="utf-8") as handle:
+        handle.write(f"copied {source} (SHA-256 {sha256_file(source)}) instead of training\n")
+    return 0
+
+
+def _run_bundle(
+    setup: BundleSetup, stage: BundleStage, partial: Path, resumed: int | None, log_path: Path, ctx: _Context
+) -> int:
+    """One ``python -m monai.bundle run`` of the stage's configs and the study's overrides, logged to ``log_path``,
+    from the bundle's working folder; its exit status."""
+    files = [str(f) for f in setup.config_files(stage)] + [str(partial / OVERRIDES)]
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(files)]
+    what = "resuming" if resumed is not None else "running"
+    ctx.log(f"[{setup.name}] {stage.name} ({stage.step}): {what}"
+            + (f" after epoch {resumed}" if resumed is not None and resumed >= 0 else "") + " ...")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if ctx.threads:
+        env.update(OMP_NUM_THREADS=str(ctx.threads), MKL_NUM_THREADS=str(ctx.threads))
+    with log_path.open("a", encoding="utf-8") as handle:
+        handle.write(f"=== study run {ctx.run}: {' '.join(command)}\n")
+        handle.flush()
+        return subprocess.run(
+            command, stdout=handle, stderr=subprocess.STDOUT, cwd=setup.cwd, env=env, preexec_fn=_die_with_parent()
+        ).returncode
 
 
 def _run_bundle_stage(setup: BundleSetup, stage: BundleStage, ledger: Ledger, ctx: _Context) -> StageOutcome:
@@ -239,7 +274,7 @@ def _run_bundle_stage(setup: BundleSetup, stage: BundleStage, ledger: Ledger, ct
     resumed = None
     if partial.exists():
         marker = _read_json(partial / MARKER) or {}
-        if stage.resumable and marker.get("inputs") == inputs and (partial / RESUME_FILE).is_file():
+        if setup.resumable(stage) and marker.get("inputs") == inputs and (partial / RESUME_FILE).is_file():
             from monai_adv.handlers.resume import resume_epoch
 
             resumed = resume_epoch(partial / RESUME_FILE)
@@ -257,28 +292,20 @@ def _run_bundle_stage(setup: BundleSetup, stage: BundleStage, ledger: Ledger, ct
         **{cid: str(partial / rel) for cid, rel in stage.writes.items()},
     }
     atomic_write_json(partial / OVERRIDES, overrides)
-    files = [str(f) for f in setup.config_files(stage)] + [str(partial / OVERRIDES)]
-    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(files)]
     log_path = partial / f"{stage.name}.log"
-    what = "resuming" if resumed is not None else "running"
-    ctx.log(f"[{setup.name}] {stage.name} ({stage.step}): {what}"
-            + (f" after epoch {resumed}" if resumed is not None and resumed >= 0 else "") + " ...")
     start = time.perf_counter()
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    if ctx.threads:
-        env.update(OMP_NUM_THREADS=str(ctx.threads), MKL_NUM_THREADS=str(ctx.threads))
-    with log_path.open("a", encoding="utf-8") as handle:
-        handle.write(f"=== study run {ctx.run}: {' '.join(command)}\n")
-        handle.flush()
-        code = subprocess.run(
-            command, stdout=handle, stderr=subprocess.STDOUT, cwd=ctx.cwd, env=env, preexec_fn=_die_with_parent()
-        ).returncode
+    if adopts_checkpoint(setup, stage):
+        ctx.log(f"[{setup.name}] {stage.name}: using the trained model {setup.checkpoint}")
+        code = _adopt_checkpoint(setup.checkpoint, partial / stage.writes["ckpt_path"], log_path)
+    else:
+        code = _run_bundle(setup, stage, partial, resumed, log_path, ctx)
     seconds = time.perf_counter() - start
     if code:
         raise StudyError(
             f"{setup.name}: stage {stage.name} failed (exit {code}); end of {log_path}:\n{_tail(log_path)}"
         )
-    missing = [p for p in stage.products if not (partial / p).is_file()]
+    products = setup.products(stage)
+    missing = [p for p in products if not (partial / p).is_file()]
     if missing:
         raise StudyError(
             f"{setup.name}: stage {stage.name} finished without writing {', '.join(missing)} (see {log_path})"
@@ -287,7 +314,7 @@ def _run_bundle_stage(setup: BundleSetup, stage: BundleStage, ledger: Ledger, ct
         _remove(partial / name)
     _publish(partial, folder / stage.name, stage.name, ctx.output)
     ledger.record(
-        stage.name, inputs, [f"{stage.name}/{p}" for p in stage.products], seconds=round(seconds, 1), run=ctx.run,
+        stage.name, inputs, [f"{stage.name}/{p}" for p in products], seconds=round(seconds, 1), run=ctx.run,
         resumed_after_epoch=resumed,
     )
     ctx.log(f"[{setup.name}] {stage.name}: done in {seconds:.0f} s")
@@ -327,7 +354,7 @@ def _bundle_outputs(ledger: Ledger) -> dict[str, str]:
 
 
 def run_study(
-    bundles: Sequence[str],
+    bundles: Sequence[str | ForeignBundle],
     output: str | os.PathLike,
     bundles_dir: str | os.PathLike,
     dataset_dir: str | os.PathLike | None = None,
@@ -340,12 +367,14 @@ def run_study(
     """Run (or finish) the study for ``bundles`` into ``output`` and write the report.
 
     Args:
-        bundles: bundle names, in report order.
+        bundles: in report order, names of our bundles (in ``bundles_dir``) or another bundle
+            (:class:`~monai_adv.study.setup.ForeignBundle`: run as it is, with the data folder its configs read).
         output: the output folder (created).
-        bundles_dir: the folder holding the bundles.
-        dataset_dir: a prepared data set for every bundle (its ``datalist.json``); ``None`` uses the demo data.
+        bundles_dir: the folder holding our bundles.
+        dataset_dir: a prepared data set for every bundle of ours (its ``datalist.json``), or the folder another
+            bundle reads as ``dataset_dir``; ``None`` uses our demo data, or the other bundle's own ``dataset_dir``.
         profile: ``"demo"`` (``configs/demo.json``: the CPU profile) or ``"paper"``; default ``"demo"`` on the demo
-            data and ``"paper"`` on a prepared data set.
+            data and ``"paper"`` on a prepared data set. Another bundle has one profile, its own (``"bundle"``).
         overrides: ``--set`` values grouped by stage (``"*"`` for all), from
             :func:`~monai_adv.study.setup.parse_override`.
         log: where progress lines go.
@@ -361,23 +390,31 @@ def run_study(
     """
     if not bundles:
         raise StudyError("no bundle to study")
-    clash = sorted(set(bundles) & set(STUDY_STAGES))
-    if clash:
-        raise StudyError(f"bundle names {clash} clash with the study's own folders")
     if dataset_dir is not None and len(bundles) > 1:
         raise StudyError("--dataset_dir holds one data set: study one bundle at a time with it")
+    if profile is not None and any(isinstance(b, ForeignBundle) for b in bundles):
+        raise StudyError(f"--profile {profile}: profiles are monai-adv's bundles'; another bundle runs as it is")
     profile = profile or ("demo" if dataset_dir is None else "paper")
     if threads == -1:
         threads = 1 if profile == "demo" else None
     output = Path(output).resolve()
     setups: list[BundleSetup] = []
-    for name in bundles:  # every bundle's data is checked before anything is written or run
+    for bundle in bundles:  # every bundle's data and configs are checked before anything is written or run
+        label = bundle.root if isinstance(bundle, ForeignBundle) else bundle
         try:
-            setup = prepare_bundle(name, bundles_dir, profile, dataset_dir, overrides)
+            if isinstance(bundle, ForeignBundle):
+                setup = prepare_foreign_bundle(bundle, dataset_dir, overrides)
+            else:
+                setup = prepare_bundle(bundle, bundles_dir, profile, dataset_dir, overrides)
             setup.check_data()
+            setup.check_configs()
         except (OSError, ValueError) as error:
-            raise StudyError(f"{name}: {error}") from error
+            raise StudyError(f"{label}: {error}") from error
         setups.append(setup)
+    bundles = [s.name for s in setups]
+    clash = sorted(set(bundles) & set(STUDY_STAGES)) + sorted({b for b in bundles if bundles.count(b) > 1})
+    if clash:
+        raise StudyError(f"bundle names {clash} clash with the study's own folders or with each other")
     with _study_lock(output):
         for stale in remove_stale_temporaries(output, [LEDGER_NAME]) + [
             path for name in bundles for path in remove_stale_temporaries(output / name, [LEDGER_NAME])
@@ -393,7 +430,7 @@ def run_study(
         study_ledger.data["runs"] = run
         study_ledger.save()
         ctx = _Context(
-            output=output, cwd=Path(bundles_dir).resolve().parent, run=run,
+            output=output, run=run,
             code=code_digest(PACKAGE, exclude=("study",)),
             study_code=code_digest(PACKAGE / "study") + sha256_file(PACKAGE / "reports.py"),
             versions=library_versions(), log=log, command=command, threads=threads,
