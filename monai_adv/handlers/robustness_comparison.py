@@ -62,14 +62,16 @@ class RobustnessComparison(EvaluatorDataHandler):
     ``save_rank`` after the run.
 
     Args:
-        attacks, eps_grid, class_names, native_per_unit, native_units, reuse, use_predicted_labels, large_eps,
-            large_eps_attack, large_eps_samples, max_large_eps_accuracy, black_box, example_eps, n_examples, seed,
-            id_key, save_rank, name, input_space: as :class:`~monai_adv.handlers.AttackSweep`, for both sweeps.
+        attacks, eps_grid, class_names: as :class:`~monai_adv.handlers.AttackSweep`, for both sweeps.
         output_dir: folder of the two sweeps' sub-folders ``original`` and ``adversarial``.
         robust_ckpt_path: checkpoint of the adversarially trained weights (bare state dict or ``{"model": ...}``).
         map_location: ``torch.load``'s ``map_location`` for it, e.g. the bundle's ``@device``. Default ``"cpu"``.
         identity: a :class:`~monai_adv.checkpoints.ModelIdentity` compared with the one saved in the checkpoint.
         comparison_dir: folder of ``robustness_comparison.*``; default ``output_dir``.
+        id_key, save_rank, name, input_space: as :class:`~monai_adv.handlers.AttackSweep`, for both sweeps.
+        sweep_options: any other keyword argument of :class:`~monai_adv.handlers.AttackSweep` (``native_per_unit``,
+            ``native_units``, ``reuse``, ``use_predicted_labels``, ``large_eps``, ``black_box``, ``example_eps``,
+            ``seed``, ...), for both sweeps.
     """
 
     def __init__(
@@ -79,18 +81,6 @@ class RobustnessComparison(EvaluatorDataHandler):
         output_dir: str,
         class_names: Sequence[str],
         robust_ckpt_path: str | os.PathLike,
-        native_per_unit: float | None = None,
-        native_units: str | None = None,
-        reuse: bool = True,
-        use_predicted_labels: bool = False,
-        large_eps: float | None = 0.5,
-        large_eps_attack: AttackFactory | None = None,
-        large_eps_samples: int = 64,
-        max_large_eps_accuracy: float = 0.05,
-        black_box: str | None = None,
-        example_eps: float | None = None,
-        n_examples: int = 4,
-        seed: int | None = 0,
         map_location: Any = "cpu",
         identity: ModelIdentity | None = None,
         comparison_dir: str | None = None,
@@ -98,6 +88,7 @@ class RobustnessComparison(EvaluatorDataHandler):
         save_rank: int = 0,
         name: str | None = None,
         input_space: InputSpace | Sequence[float] | None = None,
+        **sweep_options: Any,
     ) -> None:
         super().__init__(input_space, id_key, save_rank, name)
         self.output_dir = output_dir
@@ -105,19 +96,15 @@ class RobustnessComparison(EvaluatorDataHandler):
         self.robust_ckpt_path = robust_ckpt_path
         self.map_location = map_location
         self.identity = identity
-        self.use_predicted_labels = use_predicted_labels
         self.sweeps = {
             folder: AttackSweep(
-                attacks, eps_grid, os.path.join(output_dir, folder), class_names, native_per_unit, native_units,
-                reuse=reuse, use_predicted_labels=use_predicted_labels, large_eps=large_eps,
-                large_eps_attack=large_eps_attack, large_eps_samples=large_eps_samples,
-                max_large_eps_accuracy=max_large_eps_accuracy, black_box=black_box, example_eps=example_eps,
-                n_examples=n_examples, seed=seed, id_key=id_key, save_rank=save_rank, name=name,
-                input_space=self.input_space,
+                attacks, eps_grid, os.path.join(output_dir, folder), class_names, id_key=id_key,
+                save_rank=save_rank, name=name, input_space=self.input_space, **sweep_options,
             )
             for folder in MODEL_NAMES
         }
         first = self.sweeps["original"]
+        self.use_predicted_labels = first.use_predicted_labels
         self.native_per_unit, self.native_units = first.native_per_unit, first.native_units
         self.reports: dict[str, dict[str, Any]] | None = None
 
