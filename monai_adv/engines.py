@@ -27,214 +27,16 @@ Reference the classes from bundle configs by full dotted path, e.g. ``monai_adv.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
-import torch
-from ignite.engine import Engine, EventEnum
-from ignite.metrics import Metric
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
-from monai.engines.utils import default_metric_cmp_fn, default_prepare_batch
-from monai.utils.enums import CommonKeys
-from monai.inferers import Inferer, SimpleInferer
-from monai.transforms import Transform
-from monai.utils import ForwardMode
-from torch import nn
-from torch.optim import Optimizer
-from torch.utils.data import DataLoader
 
-from monai_adv.attacks import BIM, FGSM, PGD
-from monai_adv.attacks.base import check_eps, plain_tensor, restore_type
+from monai_adv.attacks.config import AttackFactory
 from monai_adv.handlers.adversarial_batches import AdversarialBatches
 from monai_adv.input_space import InputSpace
-from monai_adv.network_output import check_classifier_outputs
 
-__all__ = [
-    "ADVERSARIAL_KEY",
-    "ATTACK_NAMES",
-    "AttackConfig",
-    "AttackFactory",
-    "MixedAdversarialTrainer",
-    "AdversarialEvaluator",
-    "adversarial_count",
-    "replace_with_adversarial",
-]
-
-ADVERSARIAL_KEY = "adversarial"
-"""Output key of the ``(B,)`` bool mask of the samples that were replaced by adversarial examples."""
-
-ATTACK_NAMES = ("pgd", "fgsm_rs", "fgsm", "bim")
-
-AttackFactory = Callable[[nn.Module, float], Callable[..., torch.Tensor]]
-"""``factory(model, eps) -> attack`` with ``attack(images, labels) -> adversarial images`` (torchattacks-like)."""
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# attack construction
-
-
-@dataclass(frozen=True)
-class AttackConfig:
-    """What crafts the adversarial examples, from plain (JSON-friendly) values.
-
-    Args:
-        name: ``"pgd"`` (uniform random start, ``steps`` steps of ``step_size``), ``"fgsm_rs"`` (fast AT of Wong et
-            al. 2020: random start, one step of 1.25 eps; this is PGD with one step), ``"fgsm"`` (one step of eps from
-            the clean image) or ``"bim"`` (PGD without random start, step eps/10).
-        steps: gradient steps of ``"pgd"``/``"bim"``; ``None`` gives ``default_steps``. Must be ``None`` or 1 for
-            the FGSM variants.
-        step_size: absolute step in [0, 1] units, the same for every eps of a schedule; ``None`` (default) gives a
-            fraction of the current eps: eps/4 for PGD (Table S4), 1.25 eps for FGSM-RS, eps/10 for BIM.
-        restarts: random starts of ``"pgd"``/``"fgsm_rs"`` (Table S4: 1); the strongest one is kept per sample.
-        default_steps: steps used when ``steps`` is ``None`` (7 for training as Table S4, 10 for evaluation as S1).
-    """
-
-    name: str = "pgd"
-    steps: int | None = None
-    step_size: float | None = None
-    restarts: int = 1
-    default_steps: int = 7
-
-    def __post_init__(self) -> None:
-        if self.name not in ATTACK_NAMES:
-            raise ValueError(f"attack must be one of {ATTACK_NAMES} or a callable factory, got {self.name!r}")
-        if self.name in ("fgsm", "fgsm_rs") and self.steps not in (None, 1):
-            raise ValueError(f"attack {self.name!r} takes one step, got steps={self.steps}")
-        if self.steps is not None and (int(self.steps) != self.steps or self.steps < 1):
-            raise ValueError(f"steps must be a positive integer, got {self.steps}")
-        if self.step_size is not None:
-            check_eps(self.step_size, "step_size")
-        if self.name in ("fgsm", "bim") and self.restarts != 1:
-            raise ValueError(f"attack {self.name!r} has no random start, restarts must be 1")
-
-    @property
-    def num_steps(self) -> int:
-        """Input-gradient passes per attacked sample (per restart)."""
-        if self.name in ("fgsm", "fgsm_rs"):
-            return 1
-        return self.default_steps if self.steps is None else int(self.steps)
-
-    def build(self, model: nn.Module, eps: float, use_predicted_labels: bool = False) -> Callable[..., torch.Tensor]:
-        """The attack for ``model`` at radius ``eps``: ``attack(images, labels) -> adversarial images``."""
-        if self.name == "fgsm":
-            return FGSM(model, eps, use_predicted_labels=use_predicted_labels)
-        if self.name == "bim":
-            return BIM(model, eps, self.num_steps, self.step_size, use_predicted_labels=use_predicted_labels)
-        step = self.step_size
-        if step is None and self.name == "fgsm_rs":
-            step = 1.25 * eps
-        return PGD(
-            model, eps, self.num_steps, step, random_start=True, restarts=self.restarts,
-            use_predicted_labels=use_predicted_labels,
-        )
-
-
-def _attack_config(attack: str | AttackFactory, steps: int | None, step_size: float | None, restarts: int,
-                   default_steps: int) -> AttackConfig | AttackFactory:
-    if callable(attack):
-        return attack
-    return AttackConfig(str(attack).lower(), steps, step_size, restarts, default_steps)
-
-
-def _attack_name(attack: AttackConfig | AttackFactory) -> str:
-    return attack.name if isinstance(attack, AttackConfig) else getattr(attack, "__name__", type(attack).__name__)
-
-
-class _InfererForward(nn.Module):
-    """``inferer(x, network, *args, **kwargs)`` as a module, so an attack differentiates the same forward pass the
-    engine runs (extra network arguments from ``PrepareBatchExtraInput``, a non-trivial inferer)."""
-
-    def __init__(self, network: nn.Module, inferer: Inferer, args: Sequence = (), kwargs: dict | None = None) -> None:
-        super().__init__()
-        self.network = network
-        self.inferer = inferer
-        self.args = tuple(args)
-        self.kwargs = dict(kwargs or {})
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inferer(x, self.network, *self.args, **self.kwargs)
-
-
-def _take_samples(value: Any, index: torch.Tensor, batch_size: int) -> Any:
-    """``value[index]`` for a per-sample tensor ``(B, ...)``; anything else is shared by the batch and kept."""
-    if isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape[0] == batch_size:
-        return value[index.to(value.device)]
-    return value
-
-
-def _attack_model(
-    network: nn.Module,
-    inferer: Inferer,
-    args: Sequence = (),
-    kwargs: dict | None = None,
-    index: torch.Tensor | None = None,
-    batch_size: int = 0,
-) -> nn.Module:
-    """The module an attack differentiates. Extra network arguments that are per-sample tensors ``(B, ...)`` are
-    restricted to the attacked samples ``index``."""
-    if index is not None:
-        args = tuple(_take_samples(a, index, batch_size) for a in args)
-        kwargs = {k: _take_samples(v, index, batch_size) for k, v in (kwargs or {}).items()}
-    # DDP would prepare a gradient all-reduce on every attack forward that the input-only backward never completes;
-    # the examples are crafted per rank anyway, so attack the wrapped module.
-    if isinstance(network, nn.parallel.DistributedDataParallel):
-        network = network.module
-    if type(inferer) is SimpleInferer and not args and not kwargs:
-        return network
-    return _InfererForward(network, inferer, args, kwargs)
-
-
-def adversarial_count(batch_size: int, ratio: float) -> int:
-    """Number of samples of a batch of ``batch_size`` to replace: ``round(ratio * batch_size)``, halves rounded up."""
-    return min(batch_size, int(math.floor(ratio * batch_size + 0.5)))
-
-
-def replace_with_adversarial(
-    images: torch.Tensor,
-    labels: torch.Tensor | None,
-    index: torch.Tensor,
-    attack: Callable[..., torch.Tensor],
-    input_space: InputSpace | None = None,
-) -> torch.Tensor:
-    """Copy of the network inputs ``images`` ``(B, C, *spatial)`` whose samples ``index`` ``(k,)`` are replaced by
-    ``input_space.to_network(attack(input_space.to_unit(images[index]), labels[index]))``; same tensor type
-    (``MetaTensor`` metadata kept), dtype and device. ``labels`` ``(B,)`` (or ``(B, 1)``) class indices, or ``None``
-    to attack the clean predictions. ``attack`` works on ``u`` in [0, 1], so it must attack the model as a function
-    of ``u`` (``input_space.wrap(model)``). ``input_space`` ``None``: [0, 1] inputs, attacked as they are."""
-    space = InputSpace() if input_space is None else input_space
-    x = plain_tensor(images).detach()
-    mixed = x.clone()
-    if index.numel() > 0:
-        sub_labels = None if labels is None else plain_tensor(labels).detach()[index]
-        adv = attack(space.to_unit(x[index]), sub_labels)
-        mixed[index] = space.to_network(plain_tensor(adv).detach()).to(mixed.dtype)
-    return restore_type(images, mixed)
-
-
-def _split_batch(batch: Sequence) -> tuple[torch.Tensor, torch.Tensor | None, tuple, dict]:
-    if len(batch) == 2:
-        return batch[0], batch[1], (), {}
-    inputs, targets, args, kwargs = batch
-    return inputs, targets, tuple(args or ()), dict(kwargs or {})
-
-
-def _check_outputs_once(engine: Engine) -> None:
-    """On the first ``FORWARD_COMPLETED`` of ``engine``: refuse a network whose predictions are not logits."""
-    if getattr(engine, "_outputs_checked", False):
-        return
-    output = engine.state.output
-    if isinstance(output, dict) and isinstance(output.get(CommonKeys.PRED), torch.Tensor):
-        check_classifier_outputs(engine.network, output[CommonKeys.PRED], f"{type(engine).__name__}'s network")
-    engine._outputs_checked = True
-
-
-def _add_mask_to_output(engine: Engine) -> None:
-    state = getattr(engine.state, "adversarial", None)
-    if isinstance(engine.state.output, dict) and state:
-        engine.state.output[ADVERSARIAL_KEY] = state["mask"]
-
+__all__ = ["MixedAdversarialTrainer", "AdversarialEvaluator"]
 
 # ---------------------------------------------------------------------------------------------------------------------
 # trainer
@@ -261,7 +63,9 @@ class MixedAdversarialTrainer(SupervisedTrainer):
     nothing is crafted and the count is 0.
 
     Args:
-        device ... accumulation_steps: as ``monai.engines.SupervisedTrainer``.
+        args, kwargs: as ``monai.engines.SupervisedTrainer`` (``device``, ``max_epochs``, ``train_data_loader``,
+            ``network``, ``optimizer``, ``loss_function``, ..., ``train_handlers``); give them by keyword after the
+            first six.
         eps: L-infinity radius in [0, 1] intensity units (Table S4: CT 0.003, mammography 0.002, MRI 0.004). Needed
             unless ``eps_schedule`` is given.
         attack: ``"pgd"`` (default), ``"fgsm_rs"`` (fast AT, Wong et al. 2020: uniform random start in the ball, one
@@ -293,33 +97,7 @@ class MixedAdversarialTrainer(SupervisedTrainer):
 
     def __init__(
         self,
-        device: str | torch.device,
-        max_epochs: int,
-        train_data_loader: Iterable | DataLoader,
-        network: nn.Module,
-        optimizer: Optimizer,
-        loss_function: Callable,
-        epoch_length: int | None = None,
-        non_blocking: bool = False,
-        prepare_batch: Callable = default_prepare_batch,
-        iteration_update: Callable[[Engine, Any], Any] | None = None,
-        inferer: Inferer | None = None,
-        postprocessing: Transform | None = None,
-        key_train_metric: dict[str, Metric] | None = None,
-        additional_metrics: dict[str, Metric] | None = None,
-        metric_cmp_fn: Callable = default_metric_cmp_fn,
-        train_handlers: Sequence | None = None,
-        amp: bool = False,
-        event_names: list[str | EventEnum | type[EventEnum]] | None = None,
-        event_to_attr: dict | None = None,
-        decollate: bool = True,
-        optim_set_to_none: bool = False,
-        to_kwargs: dict | None = None,
-        amp_kwargs: dict | None = None,
-        compile: bool = False,
-        compile_kwargs: dict | None = None,
-        accumulation_steps: int = 1,
-        *,
+        *args: Any,
         eps: float | None = None,
         attack: str | AttackFactory = "pgd",
         ratio: float = 0.5,
@@ -331,21 +109,14 @@ class MixedAdversarialTrainer(SupervisedTrainer):
         eps_warmup_start: float = 0.0,
         eps_schedule: Sequence[Sequence[float]] | None = None,
         input_space: InputSpace | Sequence[float] | None = None,
+        train_handlers: Sequence | None = None,
+        **kwargs: Any,
     ) -> None:
         self.adversarial_batches = AdversarialBatches(
             eps, attack, ratio, steps, step_size, restarts, selection, eps_warmup_epochs, eps_warmup_start,
             eps_schedule, input_space, default_steps=7,
         )
-        super().__init__(
-            device=device, max_epochs=max_epochs, train_data_loader=train_data_loader, network=network,
-            optimizer=optimizer, loss_function=loss_function, epoch_length=epoch_length, non_blocking=non_blocking,
-            prepare_batch=prepare_batch, iteration_update=iteration_update, inferer=inferer,
-            postprocessing=postprocessing, key_train_metric=key_train_metric, additional_metrics=additional_metrics,
-            metric_cmp_fn=metric_cmp_fn, train_handlers=None, amp=amp, event_names=event_names,
-            event_to_attr=event_to_attr, decollate=decollate, optim_set_to_none=optim_set_to_none,
-            to_kwargs=to_kwargs, amp_kwargs=amp_kwargs, compile=compile, compile_kwargs=compile_kwargs,
-            accumulation_steps=accumulation_steps,
-        )
+        super().__init__(*args, train_handlers=None, **kwargs)
         self.adversarial_batches.attach(self)  # before the user's handlers: they all see output["adversarial"]
         if train_handlers is not None:
             self._register_handlers(train_handlers)
@@ -376,7 +147,8 @@ class AdversarialEvaluator(SupervisedEvaluator):
     "mask"}``. Batches without labels are attacked at the network's clean predictions.
 
     Args:
-        device ... compile_kwargs: as ``monai.engines.SupervisedEvaluator``.
+        args, kwargs: as ``monai.engines.SupervisedEvaluator`` (``device``, ``val_data_loader``, ``network``, ...,
+            ``val_handlers``); give them by keyword after the first three.
         eps: L-infinity radius in [0, 1] intensity units (required).
         attack: ``"pgd"`` (default; random start), ``"bim"``, ``"fgsm"``, ``"fgsm_rs"`` or a factory
             ``factory(model, eps) -> attack``.
@@ -394,29 +166,7 @@ class AdversarialEvaluator(SupervisedEvaluator):
 
     def __init__(
         self,
-        device: torch.device | str,
-        val_data_loader: Iterable | DataLoader,
-        network: nn.Module,
-        epoch_length: int | None = None,
-        non_blocking: bool = False,
-        prepare_batch: Callable = default_prepare_batch,
-        iteration_update: Callable[[Engine, Any], Any] | None = None,
-        inferer: Inferer | None = None,
-        postprocessing: Transform | None = None,
-        key_val_metric: dict[str, Metric] | None = None,
-        additional_metrics: dict[str, Metric] | None = None,
-        metric_cmp_fn: Callable = default_metric_cmp_fn,
-        val_handlers: Sequence | None = None,
-        amp: bool = False,
-        mode: ForwardMode | str = ForwardMode.EVAL,
-        event_names: list[str | EventEnum | type[EventEnum]] | None = None,
-        event_to_attr: dict | None = None,
-        decollate: bool = True,
-        to_kwargs: dict | None = None,
-        amp_kwargs: dict | None = None,
-        compile: bool = False,
-        compile_kwargs: dict | None = None,
-        *,
+        *args: Any,
         eps: float,
         attack: str | AttackFactory = "pgd",
         steps: int | None = None,
@@ -424,19 +174,14 @@ class AdversarialEvaluator(SupervisedEvaluator):
         restarts: int = 1,
         use_predicted_labels: bool = False,
         input_space: InputSpace | Sequence[float] | None = None,
+        val_handlers: Sequence | None = None,
+        **kwargs: Any,
     ) -> None:
         self.adversarial_batches = AdversarialBatches(
             eps, attack, 1.0, steps, step_size, restarts, input_space=input_space,
             use_predicted_labels=use_predicted_labels, default_steps=10,
         )
-        super().__init__(
-            device=device, val_data_loader=val_data_loader, network=network, epoch_length=epoch_length,
-            non_blocking=non_blocking, prepare_batch=prepare_batch, iteration_update=iteration_update,
-            inferer=inferer, postprocessing=postprocessing, key_val_metric=key_val_metric,
-            additional_metrics=additional_metrics, metric_cmp_fn=metric_cmp_fn, val_handlers=None, amp=amp,
-            mode=mode, event_names=event_names, event_to_attr=event_to_attr, decollate=decollate,
-            to_kwargs=to_kwargs, amp_kwargs=amp_kwargs, compile=compile, compile_kwargs=compile_kwargs,
-        )
+        super().__init__(*args, val_handlers=None, **kwargs)
         self.adversarial_batches.attach(self)
         if val_handlers is not None:
             self._register_handlers(val_handlers)

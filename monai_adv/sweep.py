@@ -39,7 +39,7 @@ scoring forward per eps). The clean forward pass of the batch (``n`` forward pas
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -58,14 +58,10 @@ from .attacks.base import (
     plain_tensor,
     predict,
 )
+from .attacks.config import AttackFactory
 from .attacks.fgsm import FGSM
 
 __all__ = ["AttackFactory", "SweepWork", "SweepResult", "Check", "attack_sweep", "sweep_checks", "all_passed"]
-
-AttackFactory = Callable[[nn.Module, float], Callable[..., torch.Tensor]]
-"""``factory(model, eps) -> attack``, with ``attack(images, labels) -> adversarial images``. The attack classes
-themselves are factories (``FGSM``, ``BIM``, ``PGD``); use ``functools.partial(PGD, restarts=5)`` for options and
-``functools.partial(LibraryAttack, "Square", n_queries=1000)`` for torchattacks attacks."""
 
 BOUND_TOLERANCE = 1e-5  # float round-off allowed on |adv - x| <= eps (values near 1 have a 6e-8 spacing)
 

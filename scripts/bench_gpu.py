@@ -33,7 +33,7 @@ from torch import nn
 
 from bench_attacks import blobs  # scripts/ is on sys.path when this file runs as a script
 from monai_adv.attacks import BIM, FGSM, PGD
-from monai_adv.engines import adversarial_count, replace_with_adversarial
+from monai_adv.handlers.adversarial_batches import adversarial_count, replace_with_adversarial
 from monai_adv.networks import PaperVGG16
 from monai_adv.sensitivity import minimal_flip_eps
 from monai_adv.sweep import attack_sweep

@@ -16,14 +16,9 @@ from monai.transforms import Activationsd, AsDiscreted, Compose
 from torch import nn
 from torch.utils.data import DataLoader
 
-from monai_adv.engines import (
-    ADVERSARIAL_KEY,
-    AdversarialEvaluator,
-    AttackConfig,
-    MixedAdversarialTrainer,
-    adversarial_count,
-    replace_with_adversarial,
-)
+from monai_adv.attacks.config import AttackConfig
+from monai_adv.engines import AdversarialEvaluator, MixedAdversarialTrainer
+from monai_adv.handlers.adversarial_batches import ADVERSARIAL_KEY, adversarial_count, replace_with_adversarial
 from monai_adv.attacks import PGD
 from monai_adv.networks import PaperVGG16
 

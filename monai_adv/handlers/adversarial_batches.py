@@ -1,22 +1,126 @@
-"""A handler that turns any MONAI supervised engine into adversarial training or robust validation."""
+"""A handler that turns any MONAI supervised engine into adversarial training or robust validation, and the helpers
+that craft the adversarial part of a batch."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import torch
+from monai.engines.utils import IterationEvents
+from monai.inferers import Inferer, SimpleInferer
+from monai.utils.enums import CommonKeys
+from torch import nn
 
-from monai_adv.attacks.base import check_eps
+from monai_adv.attacks.base import check_eps, plain_tensor, restore_type
+from monai_adv.attacks.config import AttackConfig, AttackFactory, attack_config, attack_name
 from monai_adv.input_space import InputSpace, as_input_space
+from monai_adv.network_output import check_classifier_outputs
 
 if TYPE_CHECKING:
     from ignite.engine import Engine
 
-    from monai_adv.engines import AttackFactory
+__all__ = ["AdversarialBatches", "ADVERSARIAL_KEY", "adversarial_count", "replace_with_adversarial"]
 
-__all__ = ["AdversarialBatches"]
+ADVERSARIAL_KEY = "adversarial"
+"""Output key of the ``(B,)`` bool mask of the samples that were replaced by adversarial examples."""
+
+
+class _InfererForward(nn.Module):
+    """``inferer(x, network, *args, **kwargs)`` as a module, so an attack differentiates the same forward pass the
+    engine runs (extra network arguments from ``PrepareBatchExtraInput``, a non-trivial inferer)."""
+
+    def __init__(self, network: nn.Module, inferer: Inferer, args: Sequence = (), kwargs: dict | None = None) -> None:
+        super().__init__()
+        self.network = network
+        self.inferer = inferer
+        self.args = tuple(args)
+        self.kwargs = dict(kwargs or {})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inferer(x, self.network, *self.args, **self.kwargs)
+
+
+def _take_samples(value: Any, index: torch.Tensor, batch_size: int) -> Any:
+    """``value[index]`` for a per-sample tensor ``(B, ...)``; anything else is shared by the batch and kept."""
+    if isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape[0] == batch_size:
+        return value[index.to(value.device)]
+    return value
+
+
+def _attack_model(
+    network: nn.Module,
+    inferer: Inferer,
+    args: Sequence = (),
+    kwargs: dict | None = None,
+    index: torch.Tensor | None = None,
+    batch_size: int = 0,
+) -> nn.Module:
+    """The module an attack differentiates. Extra network arguments that are per-sample tensors ``(B, ...)`` are
+    restricted to the attacked samples ``index``."""
+    if index is not None:
+        args = tuple(_take_samples(a, index, batch_size) for a in args)
+        kwargs = {k: _take_samples(v, index, batch_size) for k, v in (kwargs or {}).items()}
+    # DDP would prepare a gradient all-reduce on every attack forward that the input-only backward never completes;
+    # the examples are crafted per rank anyway, so attack the wrapped module.
+    if isinstance(network, nn.parallel.DistributedDataParallel):
+        network = network.module
+    if type(inferer) is SimpleInferer and not args and not kwargs:
+        return network
+    return _InfererForward(network, inferer, args, kwargs)
+
+
+def adversarial_count(batch_size: int, ratio: float) -> int:
+    """Number of samples of a batch of ``batch_size`` to replace: ``round(ratio * batch_size)``, halves rounded up."""
+    return min(batch_size, int(math.floor(ratio * batch_size + 0.5)))
+
+
+def replace_with_adversarial(
+    images: torch.Tensor,
+    labels: torch.Tensor | None,
+    index: torch.Tensor,
+    attack: Callable[..., torch.Tensor],
+    input_space: InputSpace | None = None,
+) -> torch.Tensor:
+    """Copy of the network inputs ``images`` ``(B, C, *spatial)`` whose samples ``index`` ``(k,)`` are replaced by
+    ``input_space.to_network(attack(input_space.to_unit(images[index]), labels[index]))``; same tensor type
+    (``MetaTensor`` metadata kept), dtype and device. ``labels`` ``(B,)`` (or ``(B, 1)``) class indices, or ``None``
+    to attack the clean predictions. ``attack`` works on ``u`` in [0, 1], so it must attack the model as a function
+    of ``u`` (``input_space.wrap(model)``). ``input_space`` ``None``: [0, 1] inputs, attacked as they are."""
+    space = InputSpace() if input_space is None else input_space
+    x = plain_tensor(images).detach()
+    mixed = x.clone()
+    if index.numel() > 0:
+        sub_labels = None if labels is None else plain_tensor(labels).detach()[index]
+        adv = attack(space.to_unit(x[index]), sub_labels)
+        mixed[index] = space.to_network(plain_tensor(adv).detach()).to(mixed.dtype)
+    return restore_type(images, mixed)
+
+
+def _split_batch(batch: Sequence) -> tuple[torch.Tensor, torch.Tensor | None, tuple, dict]:
+    if len(batch) == 2:
+        return batch[0], batch[1], (), {}
+    inputs, targets, args, kwargs = batch
+    return inputs, targets, tuple(args or ()), dict(kwargs or {})
+
+
+def _check_outputs_once(engine: Engine) -> None:
+    """On the first ``FORWARD_COMPLETED`` of ``engine``: refuse a network whose predictions are not logits."""
+    if getattr(engine, "_outputs_checked", False):
+        return
+    output = engine.state.output
+    if isinstance(output, dict) and isinstance(output.get(CommonKeys.PRED), torch.Tensor):
+        check_classifier_outputs(engine.network, output[CommonKeys.PRED], f"{type(engine).__name__}'s network")
+    engine._outputs_checked = True
+
+
+def _add_mask_to_output(engine: Engine) -> None:
+    state = getattr(engine.state, "adversarial", None)
+    if isinstance(engine.state.output, dict) and state:
+        engine.state.output[ADVERSARIAL_KEY] = state["mask"]
+
 
 
 class AdversarialBatches:
@@ -36,7 +140,7 @@ class AdversarialBatches:
         eps: L-infinity radius, a fraction of the intensity window; needed unless ``eps_schedule`` is given.
         attack: ``"pgd"``, ``"fgsm_rs"``, ``"fgsm"``, ``"bim"`` or ``factory(model, eps) -> attack``.
         ratio: fraction of each batch replaced, in [0, 1].
-        steps, step_size, restarts: of the attack (see :class:`monai_adv.engines.AttackConfig`); ``steps`` ``None``
+        steps, step_size, restarts: of the attack (see :class:`monai_adv.attacks.config.AttackConfig`); ``steps`` ``None``
             gives ``default_steps``.
         selection: ``"random"`` or ``"first"``.
         eps_warmup_epochs, eps_warmup_start, eps_schedule: an eps that changes with the epoch (see
@@ -64,13 +168,11 @@ class AdversarialBatches:
         default_steps: int = 7,
         enabled: bool = True,
     ) -> None:
-        from monai_adv.engines import _attack_config
-
         if not 0.0 <= float(ratio) <= 1.0:
             raise ValueError(f"ratio must lie in [0, 1], got {ratio}")
         if selection not in ("random", "first"):
             raise ValueError(f"selection must be 'random' or 'first', got {selection!r}")
-        self.attack = _attack_config(attack, steps, step_size, restarts, default_steps=default_steps)
+        self.attack = attack_config(attack, steps, step_size, restarts, default_steps=default_steps)
         self.ratio = float(ratio)
         self.selection = selection
         self.input_space = as_input_space(input_space)
@@ -122,10 +224,6 @@ class AdversarialBatches:
         return self.eps
 
     def attach(self, engine: Engine) -> None:
-        from monai.engines.utils import IterationEvents
-
-        from monai_adv.engines import _add_mask_to_output, _attack_name, _check_outputs_once
-
         if not self.enabled:
             return
         if getattr(engine, "clean_prepare_batch", None) is not None:
@@ -137,7 +235,7 @@ class AdversarialBatches:
         engine.add_event_handler(IterationEvents.FORWARD_COMPLETED, _add_mask_to_output)
         engine.add_event_handler(IterationEvents.FORWARD_COMPLETED, _check_outputs_once)
         engine.logger.info(
-            f"adversarial batches: {_attack_name(self.attack)} at eps {self.eps:g} ({self.input_space}) replace "
+            f"adversarial batches: {attack_name(self.attack)} at eps {self.eps:g} ({self.input_space}) replace "
             f"{self.ratio:.0%} of every batch of {type(engine).__name__}"
         )
 
@@ -154,10 +252,6 @@ class AdversarialBatches:
         **kwargs: Any,
     ) -> tuple:
         """``engine.clean_prepare_batch`` followed by the replacement of ``round(ratio * B)`` inputs."""
-        from monai_adv.engines import (
-            AttackConfig, _attack_model, _attack_name, _split_batch, adversarial_count, replace_with_adversarial,
-        )
-
         batch = engine.clean_prepare_batch(batchdata, device, non_blocking, **kwargs)
         inputs, targets, args, net_kwargs = _split_batch(batch)
         if targets is None and not self.use_predicted_labels:
@@ -177,5 +271,5 @@ class AdversarialBatches:
                 inputs = replace_with_adversarial(inputs, labels, index, attack, self.input_space)
         mask = torch.zeros(size, dtype=torch.bool, device=inputs.device)
         mask[index] = True
-        engine.state.adversarial = {"count": count, "eps": eps, "attack": _attack_name(self.attack), "mask": mask}
+        engine.state.adversarial = {"count": count, "eps": eps, "attack": attack_name(self.attack), "mask": mask}
         return (inputs, targets) if len(batch) == 2 else (inputs, targets, *batch[2:])
