@@ -26,12 +26,17 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["InputSpace", "ZScoreInputSpace", "InputSpaceError", "derive", "SPACE_ID"]
+__all__ = [
+    "InputSpace", "ZScoreInputSpace", "InputSpaceError", "derive", "SPACE_ID", "PER_IMAGE_UNITS", "WINDOW_UNITS",
+]
 
 SPACE_ID = "adv_input_space"
 """The config id of the overlays' input space: the one a user sets when :func:`derive` cannot tell."""
 
 PER_IMAGE_UNITS = "fraction of each image's own intensity range"
+"""The unit of eps when each image is scaled by its own range (``ScaleIntensityd``, percentiles, a z-score)."""
+WINDOW_UNITS = "fraction of the intensity window (native scale not stated)"
+"""The unit of eps for a fixed window whose native scale nobody stated."""
 
 
 class InputSpaceError(ValueError):
@@ -66,7 +71,8 @@ class InputSpace:
         high: the network input of the window's upper end (``u = 1``); ``high > low``.
         native_per_unit: native units per unit of ``u`` (1400 for a [-1000, 400] HU window); ``None`` when unknown
             or different per image. Tables then give eps as a fraction of the window only.
-        native_units: the name of the native unit (``"HU"``); ``None`` when ``native_per_unit`` is ``None``.
+        native_units: the name of the native unit (``"HU"``); without ``native_per_unit``, how eps is read instead
+            (default :data:`WINDOW_UNITS`).
         tolerance: how far (in units of ``u``) a clean input may lie outside the window before it is refused.
     """
 
@@ -85,7 +91,7 @@ class InputSpace:
             raise InputSpaceError(f"InputSpace: native_per_unit must be positive, got {native_per_unit!r}")
         self.low, self.high = low, high
         self.native_per_unit = None if native_per_unit is None else float(native_per_unit)
-        self.native_units = native_units if self.native_per_unit is not None else (native_units or PER_IMAGE_UNITS)
+        self.native_units = native_units if self.native_per_unit is not None else (native_units or WINDOW_UNITS)
         self.tolerance = float(tolerance)
 
     @property
@@ -129,7 +135,7 @@ class ZScoreInputSpace(InputSpace):
     """
 
     def __init__(self, native_per_unit: float | None = None, native_units: str | None = None) -> None:
-        super().__init__(0.0, 1.0, native_per_unit, native_units)
+        super().__init__(0.0, 1.0, native_per_unit, native_units or (None if native_per_unit else PER_IMAGE_UNITS))
 
     @property
     def is_unit(self) -> bool:
@@ -249,7 +255,7 @@ def derive(preprocessing: Any, native_units: str | None = None, config_id: str =
     if window is None:
         raise InputSpaceError(f"{config_id}: no intensity window found, so the valid input range is unknown; {ask}")
     kind, low, high, native_per_unit = window
-    units = native_units if native_per_unit is not None else None
+    units = native_units if native_per_unit is not None else PER_IMAGE_UNITS
     if zscore is None:
         return InputSpace(low, high, native_per_unit, units)
     sub, div = zscore
