@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from monai_adv.attacks import BIM, FGSM, PGD
-from monai_adv.attacks.base import key_of
+from monai_adv.attacks.base import key_of, mix_seed
 from monai_adv.handlers import AttackSweep
 from monai_adv.input_space import InputSpace, ZScoreInputSpace
 from monai_adv.network_output import ProbabilityOutputError
@@ -183,3 +183,21 @@ def test_the_example_figure_draws_volumes_by_their_middle_slice(tmp_path):
     path = plot_adversarial_examples(clean, {"PGD": clean * 0.99}, probabilities, [0, 1], ["a", "b"], 0.004,
                                      tmp_path / "examples.png")
     assert path.is_file() and path.stat().st_size > 1000
+
+
+def test_an_images_example_is_seeded_by_its_id_whatever_else_is_in_the_figure(tmp_path):
+    """Regression: the example figure's PGD drew its random start from the global RNG, so an image's example changed
+    with the images beside it (and with whatever ran before). Now each image's start is keyed by its id, with the
+    stream of the sweep at that eps."""
+    net = tiny_net()
+    u = unit_images()
+    labels = torch.arange(N) % 2
+    sweep = AttackSweep({"PGD": partial(PGD, steps=3)}, GRID, str(tmp_path), ["a", "b"], example_eps=0.1)
+    _, pair, _ = sweep.example_attacks(net, ["case-00", "case-01"], u[:2], labels[:2])
+    torch.manual_seed(123)  # the global RNG must not matter
+    _, alone, _ = sweep.example_attacks(net, ["case-01"], u[1:2], labels[1:2])
+    assert torch.equal(torch.from_numpy(pair["PGD"][1:]), torch.from_numpy(alone["PGD"]))
+    direct = PGD(net, 0.1, steps=3, sample_seeds=[mix_seed(0, key_of("case-01"), key_of("PGD@0.1"))])
+    assert torch.equal(direct(u[1:2], labels[1:2]), torch.from_numpy(alone["PGD"]))
+    _, renamed, _ = sweep.example_attacks(net, ["case-99"], u[1:2], labels[1:2])
+    assert not torch.equal(torch.from_numpy(renamed["PGD"]), torch.from_numpy(alone["PGD"]))

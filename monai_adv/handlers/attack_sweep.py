@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from monai_adv.attacks import PGD
-from monai_adv.attacks.base import eval_mode, key_of
+from monai_adv.attacks.base import LinfAttack, eval_mode, key_of, mix_seed
 from monai_adv.distributed import all_reduce_ints, gather_by_id
 from monai_adv.handlers.evaluator_data import EvaluatorDataHandler
 from monai_adv.input_space import InputSpace
@@ -242,22 +242,22 @@ class AttackSweep(EvaluatorDataHandler):
                                 {LARGE_EPS_NAME: SweepWork()}, {LARGE_EPS_NAME: empty}, True)
         return _gather([row[0] for row in mine], local)
 
-    def _gather_examples(self, candidates: list[tuple], device: Any) -> tuple[torch.Tensor, Any] | None:
-        """The ``n_examples`` images (and labels) with the smallest ids over all ranks, on every rank."""
+    def _gather_examples(self, candidates: list[tuple], device: Any) -> tuple[list[str], torch.Tensor, Any] | None:
+        """The ``n_examples`` ids, images (and labels) with the smallest ids over all ranks, on every rank."""
         if self.n_examples <= 0 or not candidates:
             return None
         rows = candidates[: self.n_examples]
         labels = [-1 if row[2] is None else int(torch.as_tensor(row[2]).reshape(-1)[0]) for row in rows]
-        _, values = gather_by_id(
+        ids, values = gather_by_id(
             [row[0] for row in rows],
             {"image": torch.stack([row[1] for row in rows]).cpu(), "label": torch.tensor(labels, dtype=torch.int64)},
         )
         images = torch.from_numpy(values["image"][: self.n_examples]).to(device)
         label = values["label"][: self.n_examples]
-        return images, None if (label < 0).any() else torch.from_numpy(label).to(device)
+        return ids[: self.n_examples], images, None if (label < 0).any() else torch.from_numpy(label).to(device)
 
     def _write(
-        self, model: torch.nn.Module, checks: Mapping[str, Any], examples: tuple[torch.Tensor, Any] | None
+        self, model: torch.nn.Module, checks: Mapping[str, Any], examples: tuple[list[str], torch.Tensor, Any] | None
     ) -> None:
         rows = sweep_rows(self.result, self.native_per_unit)
         os.makedirs(self.output_dir, exist_ok=True)
@@ -295,8 +295,17 @@ class AttackSweep(EvaluatorDataHandler):
         work = {a: w["grad_passes_saved"] for a, w in self.report["sweep"]["work"].items()}
         self.logger.info(f"gradient passes saved by reuse: {work} -> {self.output_dir}/attack_sweep.*")
 
-    def _plot_examples(self, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor | None) -> None:
-        """The example figure of ``images`` ``u`` in [0, 1] attacked through ``model`` (a function of ``u``)."""
+    def example_attacks(
+        self, model: torch.nn.Module, ids: Sequence[str], images: torch.Tensor, labels: torch.Tensor | None
+    ) -> tuple[torch.Tensor, dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """The examples of the figure: ``images`` ``u`` ``(N, C, ...)`` in [0, 1] attacked through ``model`` (a function
+        of ``u``) by every attack but the black-box one at ``example_eps``, each image seeded by its id as in the
+        sweep (so an image's example is its sweep's adversarial image at that eps, whatever else is in the figure).
+
+        Returns:
+            ``(truth, adversarial, probabilities)``: the ``(N,)`` labels attacked (the predictions without labels),
+            attack -> ``(N, C, ...)`` adversarial images, and ``"clean"``/attack -> ``(N, K)`` probabilities.
+        """
         with eval_mode(model), torch.no_grad():
             clean_logits = model(images)
         truth = clean_logits.argmax(1) if labels is None else labels[: len(images)].reshape(-1)
@@ -304,10 +313,21 @@ class AttackSweep(EvaluatorDataHandler):
         for name, factory in self.attacks.items():
             if name == self.black_box:
                 continue
-            adv = factory(model, self.example_eps)(images, truth).detach()
+            attack = factory(model, self.example_eps)
+            if self.seed is not None and isinstance(attack, LinfAttack):
+                stream = key_of(f"{name}@{self.example_eps!r}")
+                attack.sample_seeds = [mix_seed(self.seed, key_of(i), stream) for i in ids]
+            adv = attack(images, truth).detach()
             with eval_mode(model), torch.no_grad():
                 probabilities[name] = _softmax(model(adv))
             adversarial[name] = adv.cpu().numpy()
+        return truth, adversarial, probabilities
+
+    def _plot_examples(
+        self, model: torch.nn.Module, ids: Sequence[str], images: torch.Tensor, labels: torch.Tensor | None
+    ) -> None:
+        """The example figure (:meth:`example_attacks`)."""
+        truth, adversarial, probabilities = self.example_attacks(model, ids, images, labels)
         plot_adversarial_examples(
             images.cpu().numpy(), adversarial, probabilities, [int(t) for t in truth], self.class_names,
             self.example_eps, os.path.join(self.output_dir, "adversarial_examples.png"),
