@@ -4,7 +4,7 @@ The attack sweep and the sensitivity triage of a distributed run equal those of 
 seed and batch size, because
 
 * every sample's randomness is its own: the handlers key each sample's PGD random starts by ``(seed, item id, ...)``
-  (:func:`monai_adv.attacks.base.mix_seed`, ``sample_seeds`` of the attacks), never by its batch or process;
+  (:func:`monai_adv.attacks.seeding.mix_seed`, ``sample_seeds`` of the attacks), never by its batch or process;
 * :class:`BatchShardSampler` hands each process whole batches of the single-process order (batch ``k`` to rank
   ``k % world_size``), so every batch a process attacks is, bit for bit, a batch of the single-process run. A
   sample's result does not depend on the other samples of its batch except through the float round-off of batched

@@ -58,18 +58,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .attacks.base import (
-    check_images,
-    check_labels,
-    check_sample_seeds,
-    eval_mode,
-    mix_seed,
-    num_classes,
-    plain_tensor,
-    predict,
-    restore_type,
-)
+from .attacks.checks import check_images, check_labels, plain_tensor, restore_type
+from .attacks.loss import num_classes, predict
+from .attacks.model_state import eval_mode
 from .attacks.pgd import PGD
+from .attacks.seeding import check_sample_seeds, mix_seed
 
 __all__ = ["METHODS", "SensitivityResult", "minimal_flip_eps", "linear_grid", "default_tolerance", "halvings"]
 
@@ -468,7 +461,7 @@ def minimal_flip_eps(
         seed: seed for the random starts; the caller's global RNG state is left untouched. ``None`` uses (and
             advances) the global RNG (``0`` with ``keys``).
         keys: one integer per sample that identifies it in its data set (a dataset index, or
-            :func:`~monai_adv.attacks.base.key_of` of its id). Given, every sample's search draws from its own
+            :func:`~monai_adv.attacks.seeding.key_of` of its id). Given, every sample's search draws from its own
             streams (probe ``p``, restart ``r``: ``mix_seed(mix_seed(seed, key, p), r)``) and each sample's gradient
             is that of its own loss, so its result does not depend on the batch it is searched in: any batching, and
             a distributed run, give the same per-image results (up to float round-off of batched layers). ``None``

@@ -46,20 +46,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from .attacks.base import (
-    LinfAttack,
-    check_images,
-    check_labels,
-    check_sample_seeds,
-    eval_mode,
-    key_of,
-    mix_seed,
-    num_classes,
-    plain_tensor,
-    predict,
-)
+from .attacks.base import LinfAttack
+from .attacks.checks import check_images, check_labels, plain_tensor
 from .attacks.config import AttackFactory
 from .attacks.fgsm import FGSM
+from .attacks.loss import num_classes, predict
+from .attacks.model_state import eval_mode
+from .attacks.seeding import check_sample_seeds, key_of, mix_seed
 
 __all__ = ["AttackFactory", "SweepWork", "SweepResult", "Check", "attack_sweep", "sweep_checks", "all_passed"]
 
@@ -282,7 +275,7 @@ def attack_sweep(
         check_bound: check that every attack returns images within its eps-ball and [0, 1] (the nested-ball
             argument needs it); raises ``ValueError`` otherwise.
         keys: ``(B,)`` integers identifying the samples in their data set (dataset indices, or
-            :func:`~monai_adv.attacks.base.key_of` of item ids). Given, the sweep of every sample is independent of
+            :func:`~monai_adv.attacks.seeding.key_of` of item ids). Given, the sweep of every sample is independent of
             its batch (see the module docstring): per-sample seeds ``mix_seed(seed, key, key_of(f"{attack}@{eps!r}"))``
             for every :class:`~monai_adv.attacks.base.LinfAttack`, summed losses. Other attacks (torchattacks
             through :class:`~monai_adv.attacks.LibraryAttack`) keep the global RNG. ``None`` (default): the attacks

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from monai_adv.attacks import BIM, FGSM, PGD
-from monai_adv.attacks.base import key_of, mix_seed, per_sample_uniform
+from monai_adv.attacks.seeding import key_of, mix_seed, per_sample_uniform
 from monai_adv.distributed import BatchShardSampler, all_reduce_ints, batch_ids, gather_by_id
 from monai_adv.overlays import overlay_files
 from monai_adv.sensitivity import SensitivityResult, minimal_flip_eps

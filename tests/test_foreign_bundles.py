@@ -37,7 +37,7 @@ from monai.transforms import Compose
 from monai.utils import convert_to_tensor
 from torch import nn
 
-from monai_adv.attacks.base import key_of
+from monai_adv.attacks.seeding import key_of
 from monai_adv.sweep import attack_sweep
 
 from foreign_data import BUILDERS, SPLITS

@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from monai_adv.attacks import BIM, FGSM, PGD
-from monai_adv.attacks.base import key_of, mix_seed
+from monai_adv.attacks.seeding import key_of, mix_seed
 from monai_adv.handlers import AttackSweep
 from monai_adv.input_space import InputSpace, ZScoreInputSpace
 from monai_adv.network_output import ProbabilityOutputError

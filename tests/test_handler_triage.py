@@ -11,7 +11,7 @@ from monai.engines import SupervisedEvaluator
 from torch import nn
 from torch.utils.data import DataLoader
 
-from monai_adv.attacks.base import key_of
+from monai_adv.attacks.seeding import key_of
 from monai_adv.handlers import SensitivityTriage
 from monai_adv.input_space import InputSpace, ZScoreInputSpace
 from monai_adv.network_output import ProbabilityOutputError

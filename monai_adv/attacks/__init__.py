@@ -4,20 +4,13 @@ All attacks are callables ``attack(images, labels=None) -> adversarial images`` 
 see :mod:`monai_adv.attacks.base` for the shared conventions.
 """
 
-from .base import (
-    RANGE_TOLERANCE,
-    AttackResult,
-    IterativeLinfAttack,
-    LinfAttack,
-    check_images,
-    check_labels,
-    classification_loss,
-    eval_mode,
-    predict,
-)
+from .base import AttackResult, IterativeLinfAttack, LinfAttack
 from .bim import BIM
+from .checks import RANGE_TOLERANCE, check_images, check_labels
 from .fgsm import FGSM
 from .library import LibraryAttack, TwoLogits, UnsupportedAttackError, library_attack_names
+from .loss import classification_loss, predict
+from .model_state import eval_mode
 from .pgd import PGD
 
 __all__ = [

@@ -1,4 +1,10 @@
-"""Shared machinery of the L-infinity attacks: input checks, model mode, labels, loss, prediction and projection.
+"""The attack protocol: :class:`LinfAttack`, the base class of the L-infinity attacks (input checks, model mode,
+labels, and the gradient, scoring and projection steps they are built from), and :class:`AttackResult`, what one
+call returns.
+
+The pieces the attacks share are small modules of their own: input checks
+(:mod:`~monai_adv.attacks.checks`), loss and prediction (:mod:`~monai_adv.attacks.loss`), per-sample seeding
+(:mod:`~monai_adv.attacks.seeding`) and model state (:mod:`~monai_adv.attacks.model_state`).
 
 Conventions (the same as torchattacks 3.5.1):
 
@@ -11,260 +17,25 @@ Conventions (the same as torchattacks 3.5.1):
   ``torch.autograd.grad`` so that parameter ``.grad`` is never touched;
 * randomness (PGD's random start) comes from the global torch RNG, drawn for the whole batch, unless the attack is
   given per-sample seeds (``sample_seeds``): then every sample draws from its own generator and the loss is summed,
-  so a sample's result does not depend on the batch it is in (see :func:`mix_seed`);
+  so a sample's result does not depend on the batch it is in (see :func:`~monai_adv.attacks.seeding.mix_seed`);
 * the model runs in eval mode during the attack and every module's own train/eval flag is restored afterwards, so
   BatchNorm running statistics do not move.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-__all__ = [
-    "RANGE_TOLERANCE",
-    "AttackResult",
-    "LinfAttack",
-    "IterativeLinfAttack",
-    "eval_mode",
-    "preserved_grads",
-    "check_images",
-    "check_labels",
-    "check_eps",
-    "per_sample",
-    "num_classes",
-    "classification_loss",
-    "predict",
-    "plain_tensor",
-    "restore_type",
-    "mix_seed",
-    "key_of",
-    "check_sample_seeds",
-    "per_sample_uniform",
-]
+from .checks import check_eps, check_images, check_labels, per_sample, plain_tensor, restore_type, take
+from .loss import classification_loss, num_classes, predict
+from .model_state import eval_mode
+from .seeding import check_sample_seeds
 
-RANGE_TOLERANCE = 1e-6
-"""How far outside [0, 1] an input value may lie before it is rejected (float round-off of an intensity window)."""
-
-# ---------------------------------------------------------------------------------------------------------------------
-# model state
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` in eval mode; on exit give every submodule back its own ``training`` flag.
-
-    Restoring per module (rather than calling ``model.train()``) keeps mixed states such as frozen BatchNorm layers in
-    an otherwise training model.
-    """
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, flag in flags:
-            m.training = flag
-
-
-@contextlib.contextmanager
-def preserved_grads(model: nn.Module) -> Iterator[nn.Module]:
-    """Restore every parameter's ``.grad`` on exit, for attack code that calls ``.backward()`` (torchattacks' CW,
-    DeepFool, FAB, ...). Our own attacks never need it: they only take input gradients."""
-    saved = [(p, None if p.grad is None else p.grad.detach().clone()) for p in model.parameters()]
-    try:
-        yield model
-    finally:
-        for p, g in saved:
-            p.grad = g
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# input checks
-
-
-def plain_tensor(x: torch.Tensor) -> torch.Tensor:
-    """View a tensor subclass (MONAI ``MetaTensor``) as a plain ``torch.Tensor``, so the attack loop pays no
-    ``__torch_function__`` overhead. Shares memory."""
-    return x.as_subclass(torch.Tensor) if type(x) is not torch.Tensor else x
-
-
-def restore_type(like: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Return ``x`` as the same tensor type as ``like`` (a ``MetaTensor`` keeps ``like``'s metadata)."""
-    if type(like) is torch.Tensor:
-        return x
-    out = like.detach().clone()
-    with torch.no_grad():
-        out.copy_(x)
-    return out
-
-
-def check_images(images: torch.Tensor, tolerance: float = RANGE_TOLERANCE) -> torch.Tensor:
-    """Check that ``images`` is a floating batch ``(B, ...)`` with values in ``[0, 1]`` (up to ``tolerance``).
-
-    Raises:
-        ValueError: wrong dtype or rank, non-finite values, or values outside ``[-tolerance, 1 + tolerance]``.
-    """
-    if not isinstance(images, torch.Tensor) or not images.is_floating_point():
-        raise ValueError(f"images must be a floating-point tensor, got {getattr(images, 'dtype', type(images))}")
-    if images.ndim < 2 or images.shape[0] == 0:
-        raise ValueError(f"images must be a non-empty batch (B, C, ...), got shape {tuple(images.shape)}")
-    lo, hi = torch.aminmax(images.detach())
-    lo, hi = float(lo), float(hi)
-    if not (lo >= -tolerance and hi <= 1.0 + tolerance):  # also catches NaN
-        raise ValueError(
-            f"images must lie in [0, 1] (tolerance {tolerance:g}), got values in [{lo:.6g}, {hi:.6g}]. Map the "
-            "intensities (CT window, min-max or percentile scaling) to [0, 1] before attacking and put any "
-            "z-score normalisation inside the network, so that eps is in [0, 1] units."
-        )
-    return images
-
-
-def check_labels(labels: torch.Tensor, batch_size: int, n_classes: int | None = None) -> torch.Tensor:
-    """Return ``labels`` as a ``(B,)`` int64 tensor of class indices, checking shape, values and (when
-    ``n_classes`` is given) the range ``0 <= y < n_classes``. ``(B, 1)`` and integral float labels are accepted.
-
-    Raises:
-        ValueError: wrong shape, non-integral values, or labels out of range.
-    """
-    labels = plain_tensor(torch.as_tensor(labels)).detach()
-    if labels.ndim == 2 and labels.shape[1] == 1:
-        labels = labels[:, 0]
-    if labels.ndim != 1 or labels.shape[0] != batch_size:
-        raise ValueError(f"labels must have shape ({batch_size},) (class indices), got {tuple(labels.shape)}")
-    if labels.is_floating_point():
-        if not bool((labels == labels.round()).all()):
-            raise ValueError("labels must be class indices; got non-integral floating-point values")
-    labels = labels.long()
-    if n_classes is not None and batch_size > 0:
-        lo, hi = int(labels.min()), int(labels.max())
-        if lo < 0 or hi >= n_classes:
-            raise ValueError(
-                f"labels must lie in [0, {n_classes - 1}] for a model with {n_classes} classes, "
-                f"got values in [{lo}, {hi}]"
-            )
-    return labels
-
-
-def check_eps(eps: float | torch.Tensor, name: str = "eps") -> None:
-    """Reject negative or non-finite perturbation sizes (a float or a tensor)."""
-    bad = (
-        not bool(torch.isfinite(eps).all() and (eps >= 0).all())
-        if isinstance(eps, torch.Tensor)
-        else not (float(eps) >= 0 and float(eps) != float("inf"))
-    )
-    if bad:
-        raise ValueError(f"{name} must be finite and >= 0, got {eps}")
-
-
-def per_sample(value: float | torch.Tensor, like: torch.Tensor, name: str = "eps") -> float | torch.Tensor:
-    """Shape a perturbation size for broadcasting against the batch ``like`` ``(B, ...)``.
-
-    A Python number (or a 0-d tensor) stays a Python float, so scalar attacks do exactly torchattacks' arithmetic.
-    A tensor of shape ``(B,)`` (or ``(B, 1, ..., 1)``) becomes ``(B, 1, ..., 1)`` in ``like``'s dtype and device.
-    """
-    if not isinstance(value, torch.Tensor):
-        return float(value)
-    if value.numel() == 1 and value.ndim == 0:
-        return float(value)
-    batch = like.shape[0]
-    if value.shape[0] != batch or value.numel() != batch:
-        raise ValueError(f"a per-sample {name} must have shape ({batch},), got {tuple(value.shape)}")
-    return plain_tensor(value).detach().to(device=like.device, dtype=like.dtype).reshape(batch, *[1] * (like.ndim - 1))
-
-
-def take(value: float | torch.Tensor, index: torch.Tensor) -> float | torch.Tensor:
-    """``value[index]`` for a per-sample tensor; a float is shared by every sample and returned as is."""
-    return value[index] if isinstance(value, torch.Tensor) else value
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# per-sample randomness
-
-_MASK64 = (1 << 64) - 1
-
-
-def _splitmix64(x: int) -> int:
-    x = (x + 0x9E3779B97F4A7C15) & _MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return x ^ (x >> 31)
-
-
-def mix_seed(*values: int) -> int:
-    """Hash integers (a seed, a sample key, stream numbers such as a restart or probe index) into one seed in
-    ``[0, 2**63)``, the same on every machine and in every process (a splitmix64 chain; Python's ``hash`` is salted).
-
-    ``mix_seed(seed, key, r)`` and ``mix_seed(seed, key, r + 1)`` give unrelated seeds, so one sample's streams are
-    independent, and no sample's stream depends on the others in its batch.
-    """
-    h = 0
-    for v in values:
-        h = _splitmix64(h ^ (int(v) & _MASK64))
-    return h >> 1
-
-
-def key_of(item_id: object) -> int:
-    """A stable integer key in ``[0, 2**63)`` for a data item's id (its string form), for per-sample seeds: the same
-    id gives the same key in every process and run."""
-    digest = hashlib.blake2b(str(item_id).encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
-
-
-def check_sample_seeds(seeds: torch.Tensor | Sequence[int] | None, batch_size: int | None = None) -> list[int] | None:
-    """``seeds`` as a list of Python ints (``None`` stays ``None``), checking there is one per sample when
-    ``batch_size`` is given."""
-    if seeds is None:
-        return None
-    values = [int(s) for s in (seeds.tolist() if isinstance(seeds, torch.Tensor) else seeds)]
-    if batch_size is not None and len(values) != batch_size:
-        raise ValueError(f"sample_seeds must hold one seed per sample ({batch_size}), got {len(values)}")
-    return values
-
-
-def per_sample_uniform(like: torch.Tensor, seeds: Sequence[int], stream: int = 0) -> torch.Tensor:
-    """Uniform noise in ``[-1, 1)`` shaped like ``like`` ``(B, ...)``, sample ``j`` drawn from a generator on
-    ``like``'s device seeded with ``mix_seed(seeds[j], stream)``: a sample's noise does not depend on the batch.
-    The global RNG is not touched."""
-    out = torch.empty_like(like)
-    generator = torch.Generator(device=like.device)
-    for j, seed in enumerate(seeds):
-        generator.manual_seed(mix_seed(seed, stream))
-        out[j].uniform_(-1.0, 1.0, generator=generator)
-    return out
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# loss and prediction
-
-
-def num_classes(logits: torch.Tensor) -> int:
-    """Number of classes a ``(B, K)`` output represents (2 for a single binary logit)."""
-    return max(2, logits.shape[1])
-
-
-def classification_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """Cross-entropy for ``(B, K)`` logits; BCE-with-logits for a single logit ``(B, 1)`` (equal to the
-    cross-entropy of the logits ``[0, z]``)."""
-    if logits.shape[1] == 1:
-        return F.binary_cross_entropy_with_logits(logits[:, 0], labels.to(logits.dtype), reduction=reduction)
-    return F.cross_entropy(logits, labels, reduction=reduction)
-
-
-def predict(logits: torch.Tensor) -> torch.Tensor:
-    """Predicted class ``(B,)``: ``argmax`` of ``(B, K)`` logits, ``z > 0`` for a single logit."""
-    if logits.shape[1] == 1:
-        return (logits[:, 0] > 0).long()
-    return logits.argmax(dim=1)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# attacks
+__all__ = ["AttackResult", "LinfAttack", "IterativeLinfAttack"]
 
 
 @dataclass
@@ -293,7 +64,7 @@ class LinfAttack:
     """Base class of the L-infinity attacks: ``attack(images, labels=None) -> adversarial images``.
 
     Subclasses implement :meth:`_attack`, which runs with the model in eval mode, on plain tensors, with checked
-    labels and ``eps`` already shaped by :func:`per_sample`.
+    labels and ``eps`` already shaped by :func:`~monai_adv.attacks.checks.per_sample`.
 
     Args:
         model: classifier taking ``(B, C, *spatial)`` images in [0, 1] and returning ``(B, K)`` logits (``K >= 2``)

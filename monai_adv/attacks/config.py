@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .base import check_eps
 from .bim import BIM
+from .checks import check_eps
 from .fgsm import FGSM
 from .pgd import PGD
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from .base import AttackResult, LinfAttack, per_sample
+from .base import AttackResult, LinfAttack
+from .checks import per_sample
 
 __all__ = ["FGSM"]
 

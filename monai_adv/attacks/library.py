@@ -23,16 +23,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import (
-    check_images,
-    check_labels,
-    eval_mode,
-    num_classes,
-    plain_tensor,
-    predict,
-    preserved_grads,
-    restore_type,
-)
+from .checks import check_images, check_labels, plain_tensor, restore_type
+from .loss import num_classes, predict
+from .model_state import eval_mode, preserved_grads
 
 __all__ = ["LibraryAttack", "TwoLogits", "UnsupportedAttackError", "library_attack_names"]
 

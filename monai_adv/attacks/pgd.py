@@ -7,7 +7,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .base import AttackResult, IterativeLinfAttack, per_sample_uniform, take
+from .base import AttackResult, IterativeLinfAttack
+from .checks import take
+from .seeding import per_sample_uniform
 
 __all__ = ["PGD"]
 

@@ -14,7 +14,7 @@ from monai.inferers import Inferer, SimpleInferer
 from monai.utils.enums import CommonKeys
 from torch import nn
 
-from monai_adv.attacks.base import check_eps, plain_tensor, restore_type
+from monai_adv.attacks.checks import check_eps, plain_tensor, restore_type
 from monai_adv.attacks.config import AttackConfig, AttackFactory, attack_config, attack_name
 from monai_adv.input_space import InputSpace, as_input_space
 from monai_adv.network_output import check_classifier_outputs

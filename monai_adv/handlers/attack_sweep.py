@@ -13,7 +13,9 @@ import numpy as np
 import torch
 
 from monai_adv.attacks import PGD
-from monai_adv.attacks.base import LinfAttack, eval_mode, key_of, mix_seed
+from monai_adv.attacks.base import LinfAttack
+from monai_adv.attacks.model_state import eval_mode
+from monai_adv.attacks.seeding import key_of, mix_seed
 from monai_adv.distributed import all_reduce_ints, gather_by_id
 from monai_adv.handlers.evaluator_data import EvaluatorDataHandler
 from monai_adv.input_space import InputSpace

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from monai_adv.attacks.base import eval_mode, plain_tensor
+from monai_adv.attacks.checks import plain_tensor
+from monai_adv.attacks.model_state import eval_mode
 from monai_adv.distributed import batch_ids, is_distributed
 from monai_adv.input_space import InputSpace, as_input_space
 from monai_adv.network_output import check_classifier_outputs

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from monai_adv.attacks.base import eval_mode, predict
+from monai_adv.attacks.loss import predict
+from monai_adv.attacks.model_state import eval_mode
 from monai_adv.checkpoints import ModelIdentity
 from monai_adv.distributed import gather_by_id
 from monai_adv.handlers.attack_sweep import AttackSweep

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from monai_adv.attacks.base import key_of
+from monai_adv.attacks.seeding import key_of
 from monai_adv.distributed import gather_by_id
 from monai_adv.handlers.evaluator_data import EvaluatorDataHandler
 from monai_adv.input_space import InputSpace
