@@ -1,10 +1,13 @@
 """L-infinity adversarial attacks in the [0, 1] input space (FGSM, BIM, PGD) and a torchattacks adapter.
 
 All attacks are callables ``attack(images, labels=None) -> adversarial images`` with torchattacks 3.5.1 semantics;
-see :mod:`monai_adv.attacks.base` for the shared conventions.
+see :mod:`monai_adv.attacks.base` for the shared conventions. One module per job: ``base`` (the call protocol,
+:class:`LinfAttack`), ``fgsm``, ``bim``, ``pgd`` (each attack's whole loop), ``checks`` (input checks), ``loss``
+(loss and prediction), ``seeding`` (per-sample seeds), ``model_state`` (eval mode, parameter gradients) and
+``library`` (any torchattacks attack by name).
 """
 
-from .base import AttackResult, IterativeLinfAttack, LinfAttack
+from .base import AttackResult, LinfAttack
 from .bim import BIM
 from .checks import RANGE_TOLERANCE, check_images, check_labels
 from .fgsm import FGSM
@@ -17,7 +20,6 @@ __all__ = [
     "RANGE_TOLERANCE",
     "AttackResult",
     "LinfAttack",
-    "IterativeLinfAttack",
     "FGSM",
     "BIM",
     "PGD",

@@ -2,7 +2,8 @@
 labels, and the gradient, scoring and projection steps they are built from), and :class:`AttackResult`, what one
 call returns.
 
-The pieces the attacks share are small modules of their own: input checks
+Each attack's loop lives in its own module (:mod:`~monai_adv.attacks.fgsm`, :mod:`~monai_adv.attacks.pgd`,
+:mod:`~monai_adv.attacks.bim`); the pieces they share are small modules of their own: input checks
 (:mod:`~monai_adv.attacks.checks`), loss and prediction (:mod:`~monai_adv.attacks.loss`), per-sample seeding
 (:mod:`~monai_adv.attacks.seeding`) and model state (:mod:`~monai_adv.attacks.model_state`).
 
@@ -30,12 +31,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .checks import check_eps, check_images, check_labels, per_sample, plain_tensor, restore_type, take
+from .checks import check_eps, check_images, check_labels, per_sample, plain_tensor, restore_type
 from .loss import classification_loss, num_classes, predict
 from .model_state import eval_mode
 from .seeding import check_sample_seeds
 
-__all__ = ["AttackResult", "LinfAttack", "IterativeLinfAttack"]
+__all__ = ["AttackResult", "LinfAttack"]
 
 
 @dataclass
@@ -208,101 +209,3 @@ class LinfAttack:
         """``project(adv + step * sign(grad))`` as a new tensor; ``grad`` is left as it is."""
         # out of place: autograd may return a broadcast (stride-0) gradient that in-place ops cannot write
         return self._project(grad.sign().mul_(step).add_(adv), images, eps)
-
-
-class IterativeLinfAttack(LinfAttack):
-    """Signed-gradient ascent with projection (BIM, PGD): the shared loop.
-
-    Args:
-        model, eps, use_predicted_labels, sample_seeds: see :class:`LinfAttack`.
-        steps: number of gradient steps (>= 1).
-        step_size: step per iteration in [0, 1] units, a float or a ``(B,)`` tensor; ``None`` gives
-            ``eps / step_divisor`` (BIM: eps/10, PGD: eps/4, as in the paper's Table S1).
-        any_iterate: score every iterate, the starting point included: a sample counts as fooled if any iterate is
-            misclassified, and its result is the first misclassified iterate (it is not attacked any further, which
-            also saves its gradient passes). Off: the result is the last iterate, as in torchattacks.
-    """
-
-    step_divisor = 4
-
-    def __init__(
-        self,
-        model: nn.Module,
-        eps: float | torch.Tensor,
-        steps: int = 10,
-        step_size: float | torch.Tensor | None = None,
-        any_iterate: bool = False,
-        use_predicted_labels: bool = False,
-        sample_seeds: torch.Tensor | Sequence[int] | None = None,
-    ) -> None:
-        super().__init__(model, eps, use_predicted_labels, sample_seeds)
-        if int(steps) != steps or steps < 1:
-            raise ValueError(f"steps must be a positive integer, got {steps}")
-        if step_size is not None:
-            check_eps(step_size, "step_size")
-        self.steps = int(steps)
-        self.step_size = step_size
-        self.any_iterate = any_iterate
-
-    def _repr_extra(self) -> str:
-        step = "eps/%d" % self.step_divisor if self.step_size is None else self.step_size
-        return f", steps={self.steps}, step_size={step}, any_iterate={self.any_iterate}"
-
-    def passes_per_sample(self) -> tuple[int, int]:
-        return self.steps, int(self.use_predicted_labels) + int(self.any_iterate)
-
-    def _step(self, eps: float | torch.Tensor, like: torch.Tensor) -> float | torch.Tensor:
-        if self.step_size is None:
-            return eps / self.step_divisor
-        return per_sample(self.step_size, like, "step_size")
-
-    def _iterate(
-        self,
-        images: torch.Tensor,
-        labels: torch.Tensor,
-        eps: float | torch.Tensor,
-        step: float | torch.Tensor,
-        start: torch.Tensor,
-        score: bool = False,
-    ) -> AttackResult:
-        """Run ``self.steps`` steps ``x <- project(x + step * sign(grad))`` from ``start``.
-
-        With ``score`` (or ``any_iterate``) the result also carries ``fooled`` and ``loss``; scoring the last iterate
-        costs one more forward pass.
-        """
-        if not self.any_iterate:
-            adv = start
-            for _ in range(self.steps):
-                grad, _ = self._gradient(adv, labels)
-                adv = self._ascent_step(adv, grad, step, images, eps)
-            if not score:
-                return AttackResult(adv, labels)
-            fooled, loss = self._score(adv, labels)
-            return AttackResult(adv, labels, fooled, loss)
-
-        # any_iterate: samples leave the batch at their first misclassified iterate (batch compaction).
-        out = start.clone()
-        fooled = torch.zeros(images.shape[0], dtype=torch.bool, device=images.device)
-        loss = torch.zeros(images.shape[0], dtype=images.dtype, device=images.device)
-        live = torch.arange(images.shape[0], device=images.device)
-        adv, y, x0 = start, labels, images
-        for t in range(self.steps + 1):
-            if t < self.steps:
-                grad, logits = self._gradient(adv, y)
-            else:
-                with torch.no_grad():
-                    logits = self._logits(adv)
-                self._forward_passes += adv.shape[0]
-            hit = predict(logits) != y
-            if t == self.steps or bool(hit.any()):
-                done = hit if t < self.steps else torch.ones_like(hit)
-                out[live[done]] = adv[done]
-                fooled[live[done]] = hit[done]
-                loss[live[done]] = classification_loss(logits[done], y[done], reduction="none").to(loss.dtype)
-                keep = ~done
-                live, adv, y, x0 = live[keep], adv[keep], y[keep], x0[keep]
-                if t == self.steps or live.numel() == 0:
-                    break
-                grad, eps, step = grad[keep], take(eps, keep), take(step, keep)
-            adv = self._ascent_step(adv, grad, step, x0, eps)
-        return AttackResult(out, labels, fooled, loss)

@@ -1,20 +1,26 @@
-"""Basic Iterative Method (iterative FGSM)."""
+"""Basic Iterative Method (iterative FGSM): PGD from the clean image, with BIM's step and projection."""
 
 from __future__ import annotations
 
-import torch
+from collections.abc import Sequence
 
-from .base import AttackResult, IterativeLinfAttack
+import torch
+from torch import nn
+
+from .pgd import PGD
 
 __all__ = ["BIM"]
 
 
-class BIM(IterativeLinfAttack):
+class BIM(PGD):
     r"""BIM, Kurakin et al., "Adversarial examples in the physical world", 2016 (arXiv:1607.02533).
 
     ``steps`` signed-gradient steps of ``step_size`` from the clean image, each clipped to the eps-ball and to
     [0, 1]. Defaults follow the paper's Table S1 (10 steps of eps/10). Same result as
     ``torchattacks.BIM(model, eps, alpha=step_size, steps)``.
+
+    This is :class:`~monai_adv.attacks.pgd.PGD`'s loop with ``random_start=False``, ``restarts=1`` and a default
+    step of eps/10, projecting with a box clamp as torchattacks.BIM does (see :meth:`_project`).
 
     Args:
         model: classifier, ``(B, C, *spatial)`` images in [0, 1] -> ``(B, K)`` logits or one logit ``(B, 1)``.
@@ -36,8 +42,23 @@ class BIM(IterativeLinfAttack):
     name = "BIM"
     step_divisor = 10
 
-    def _attack(self, images: torch.Tensor, labels: torch.Tensor, eps: float | torch.Tensor) -> AttackResult:
-        return self._iterate(images, labels, eps, self._step(eps, images), start=images)
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float | torch.Tensor,
+        steps: int = 10,
+        step_size: float | torch.Tensor | None = None,
+        any_iterate: bool = False,
+        use_predicted_labels: bool = False,
+        sample_seeds: torch.Tensor | Sequence[int] | None = None,
+    ) -> None:
+        super().__init__(
+            model, eps, steps, step_size, random_start=False, restarts=1, any_iterate=any_iterate,
+            use_predicted_labels=use_predicted_labels, sample_seeds=sample_seeds,
+        )
+
+    def _repr_extra(self) -> str:
+        return self._loop_repr()  # no random start and one restart, always: not shown
 
     @staticmethod
     def _project(adv: torch.Tensor, images: torch.Tensor, eps: float | torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,6 @@
-"""Projected Gradient Descent with random start and restarts."""
+"""Projected Gradient Descent with random start and restarts: the whole iterative loop (signed-gradient steps with
+projection, scoring of every iterate with ``any_iterate``, restarts), which :class:`~monai_adv.attacks.bim.BIM` runs
+without the random start."""
 
 from __future__ import annotations
 
@@ -7,14 +9,15 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .base import AttackResult, IterativeLinfAttack
-from .checks import take
+from .base import AttackResult, LinfAttack
+from .checks import check_eps, per_sample, take
+from .loss import classification_loss, predict
 from .seeding import per_sample_uniform
 
 __all__ = ["PGD"]
 
 
-class PGD(IterativeLinfAttack):
+class PGD(LinfAttack):
     r"""PGD, Madry et al., "Towards deep learning models resistant to adversarial attacks", ICLR 2018
     (arXiv:1706.06083).
 
@@ -57,6 +60,7 @@ class PGD(IterativeLinfAttack):
 
     name = "PGD"
     step_divisor = 4
+    """``step_size=None`` gives ``eps / step_divisor`` (PGD: eps/4, BIM: eps/10, as in the paper's Table S1)."""
 
     def __init__(
         self,
@@ -70,16 +74,28 @@ class PGD(IterativeLinfAttack):
         use_predicted_labels: bool = False,
         sample_seeds: torch.Tensor | Sequence[int] | None = None,
     ) -> None:
-        super().__init__(model, eps, steps, step_size, any_iterate, use_predicted_labels, sample_seeds)
+        super().__init__(model, eps, use_predicted_labels, sample_seeds)
+        if int(steps) != steps or steps < 1:
+            raise ValueError(f"steps must be a positive integer, got {steps}")
+        if step_size is not None:
+            check_eps(step_size, "step_size")
         if int(restarts) != restarts or restarts < 1:
             raise ValueError(f"restarts must be a positive integer, got {restarts}")
         if restarts > 1 and not random_start:
             raise ValueError("restarts > 1 needs random_start=True (every restart would be the same)")
+        self.steps = int(steps)
+        self.step_size = step_size
+        self.any_iterate = any_iterate
         self.random_start = random_start
         self.restarts = int(restarts)
 
     def _repr_extra(self) -> str:
-        return super()._repr_extra() + f", random_start={self.random_start}, restarts={self.restarts}"
+        return self._loop_repr() + f", random_start={self.random_start}, restarts={self.restarts}"
+
+    def _loop_repr(self) -> str:
+        """The loop's settings in :meth:`__repr__`: ``, steps=..., step_size=..., any_iterate=...``."""
+        step = "eps/%d" % self.step_divisor if self.step_size is None else self.step_size
+        return f", steps={self.steps}, step_size={step}, any_iterate={self.any_iterate}"
 
     def passes_per_sample(self) -> tuple[int, int]:
         scored = self.restarts > 1 or self.any_iterate
@@ -120,3 +136,61 @@ class PGD(IterativeLinfAttack):
             todo = todo[~best.fooled[todo]]
         best.labels = labels
         return best
+
+    def _step(self, eps: float | torch.Tensor, like: torch.Tensor) -> float | torch.Tensor:
+        """The step size for the batch ``like``: ``eps / step_divisor`` or ``step_size`` shaped by
+        :func:`~monai_adv.attacks.checks.per_sample`."""
+        if self.step_size is None:
+            return eps / self.step_divisor
+        return per_sample(self.step_size, like, "step_size")
+
+    def _iterate(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        eps: float | torch.Tensor,
+        step: float | torch.Tensor,
+        start: torch.Tensor,
+        score: bool = False,
+    ) -> AttackResult:
+        """Run ``self.steps`` steps ``x <- project(x + step * sign(grad))`` from ``start``.
+
+        With ``score`` (or ``any_iterate``) the result also carries ``fooled`` and ``loss``; scoring the last iterate
+        costs one more forward pass.
+        """
+        if not self.any_iterate:
+            adv = start
+            for _ in range(self.steps):
+                grad, _ = self._gradient(adv, labels)
+                adv = self._ascent_step(adv, grad, step, images, eps)
+            if not score:
+                return AttackResult(adv, labels)
+            fooled, loss = self._score(adv, labels)
+            return AttackResult(adv, labels, fooled, loss)
+
+        # any_iterate: samples leave the batch at their first misclassified iterate (batch compaction).
+        out = start.clone()
+        fooled = torch.zeros(images.shape[0], dtype=torch.bool, device=images.device)
+        loss = torch.zeros(images.shape[0], dtype=images.dtype, device=images.device)
+        live = torch.arange(images.shape[0], device=images.device)
+        adv, y, x0 = start, labels, images
+        for t in range(self.steps + 1):
+            if t < self.steps:
+                grad, logits = self._gradient(adv, y)
+            else:
+                with torch.no_grad():
+                    logits = self._logits(adv)
+                self._forward_passes += adv.shape[0]
+            hit = predict(logits) != y
+            if t == self.steps or bool(hit.any()):
+                done = hit if t < self.steps else torch.ones_like(hit)
+                out[live[done]] = adv[done]
+                fooled[live[done]] = hit[done]
+                loss[live[done]] = classification_loss(logits[done], y[done], reduction="none").to(loss.dtype)
+                keep = ~done
+                live, adv, y, x0 = live[keep], adv[keep], y[keep], x0[keep]
+                if t == self.steps or live.numel() == 0:
+                    break
+                grad, eps, step = grad[keep], take(eps, keep), take(step, keep)
+            adv = self._ascent_step(adv, grad, step, x0, eps)
+        return AttackResult(out, labels, fooled, loss)
