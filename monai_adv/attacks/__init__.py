@@ -3,13 +3,14 @@
 All attacks are callables ``attack(images, labels=None) -> adversarial images`` with torchattacks 3.5.1 semantics;
 see :mod:`monai_adv.attacks.base` for the shared conventions. One module per job: ``base`` (the call protocol,
 :class:`LinfAttack`), ``fgsm``, ``bim``, ``pgd`` (each attack's whole loop), ``checks`` (input checks), ``loss``
-(loss and prediction), ``seeding`` (per-sample seeds), ``model_state`` (eval mode, parameter gradients) and
-``library`` (any torchattacks attack by name).
+(loss and prediction), ``seeding`` (per-sample seeds), ``model_state`` (eval mode, parameter gradients), ``library``
+(any torchattacks attack by name) and ``config`` (:class:`AttackConfig`, :data:`AttackFactory`).
 """
 
 from .base import AttackResult, LinfAttack
 from .bim import BIM
 from .checks import RANGE_TOLERANCE, check_images, check_labels
+from .config import AttackConfig, AttackFactory
 from .fgsm import FGSM
 from .library import LibraryAttack, TwoLogits, UnsupportedAttackError, library_attack_names
 from .loss import classification_loss, predict
@@ -23,6 +24,8 @@ __all__ = [
     "FGSM",
     "BIM",
     "PGD",
+    "AttackConfig",
+    "AttackFactory",
     "LibraryAttack",
     "TwoLogits",
     "UnsupportedAttackError",
