@@ -140,8 +140,8 @@ class AdversarialBatches:
         eps: L-infinity radius, a fraction of the intensity window; needed unless ``eps_schedule`` is given.
         attack: ``"pgd"``, ``"fgsm_rs"``, ``"fgsm"``, ``"bim"`` or ``factory(model, eps) -> attack``.
         ratio: fraction of each batch replaced, in [0, 1].
-        steps, step_size, restarts: of the attack (see :class:`monai_adv.attacks.config.AttackConfig`); ``steps`` ``None``
-            gives ``default_steps``.
+        steps, step_size, restarts: of the attack (see :class:`monai_adv.attacks.config.AttackConfig`);
+            ``steps`` ``None`` gives ``default_steps``.
         selection: ``"random"`` or ``"first"``.
         eps_warmup_epochs, eps_warmup_start, eps_schedule: an eps that changes with the epoch (see
             :meth:`eps_at`).

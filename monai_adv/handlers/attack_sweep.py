@@ -290,7 +290,9 @@ class AttackSweep(EvaluatorDataHandler):
                 f"{row['attack']:>6} eps={row['eps']:<8g} accuracy={row['accuracy']:.4f} (n={row['n']})"
             )
             if self.summary_writer is not None:
-                self.summary_writer.add_scalar(f"attack_sweep/{row['attack']}", row["accuracy"], round(row["eps"] * 1e6))
+                self.summary_writer.add_scalar(
+                    f"attack_sweep/{row['attack']}", row["accuracy"], round(row["eps"] * 1e6)
+                )
         for check in checks.values():
             status = {True: "PASS", False: "FAIL", None: "n/a"}[check.passed]
             self.logger.info(f"check {check.name}: {status}: {check.message}")
