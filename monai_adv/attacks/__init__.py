@@ -1,12 +1,13 @@
-"""L-infinity adversarial attacks in the [0, 1] input space (FGSM, BIM, PGD) and a torchattacks adapter.
+"""L-infinity adversarial attacks in the [0, 1] input space (FGSM, BIM, PGD, APGD) and a torchattacks adapter.
 
 All attacks are callables ``attack(images, labels=None) -> adversarial images`` with torchattacks 3.5.1 semantics;
 see :mod:`monai_adv.attacks.base` for the shared conventions. One module per job: ``base`` (the call protocol,
-:class:`LinfAttack`), ``fgsm``, ``bim``, ``pgd`` (each attack's whole loop), ``checks`` (input checks), ``loss``
-(loss and prediction), ``seeding`` (per-sample seeds), ``model_state`` (eval mode, parameter gradients), ``library``
+:class:`LinfAttack`), ``fgsm``, ``bim``, ``pgd``, ``apgd`` (each attack's whole loop), ``checks`` (input checks),
+``loss`` (losses and prediction), ``seeding`` (per-sample seeds), ``model_state`` (eval mode, parameter gradients), ``library``
 (any torchattacks attack by name) and ``config`` (:class:`AttackConfig`, :data:`AttackFactory`).
 """
 
+from .apgd import APGD
 from .base import AttackResult, LinfAttack
 from .bim import BIM
 from .checks import RANGE_TOLERANCE, check_images, check_labels
@@ -24,6 +25,7 @@ __all__ = [
     "FGSM",
     "BIM",
     "PGD",
+    "APGD",
     "AttackConfig",
     "AttackFactory",
     "LibraryAttack",
