@@ -1,10 +1,12 @@
-"""L-infinity adversarial attacks in the [0, 1] input space (FGSM, BIM, PGD, APGD) and a torchattacks adapter.
+"""L-infinity adversarial attacks in the [0, 1] input space (FGSM, BIM, PGD, APGD, Square) and a torchattacks
+adapter.
 
 All attacks are callables ``attack(images, labels=None) -> adversarial images`` with torchattacks 3.5.1 semantics;
 see :mod:`monai_adv.attacks.base` for the shared conventions. One module per job: ``base`` (the call protocol,
-:class:`LinfAttack`), ``fgsm``, ``bim``, ``pgd``, ``apgd`` (each attack's whole loop), ``checks`` (input checks),
-``loss`` (losses and prediction), ``seeding`` (per-sample seeds), ``model_state`` (eval mode, parameter gradients), ``library``
-(any torchattacks attack by name) and ``config`` (:class:`AttackConfig`, :data:`AttackFactory`).
+:class:`LinfAttack`), ``fgsm``, ``bim``, ``pgd``, ``apgd``, ``square`` (each attack's whole loop), ``checks`` (input
+checks), ``loss`` (losses and prediction), ``seeding`` (per-sample seeds), ``model_state`` (eval mode, parameter
+gradients), ``library`` (any torchattacks attack by name) and ``config`` (:class:`AttackConfig`,
+:data:`AttackFactory`).
 """
 
 from .apgd import APGD
@@ -17,6 +19,7 @@ from .library import LibraryAttack, TwoLogits, UnsupportedAttackError, library_a
 from .loss import classification_loss, predict
 from .model_state import eval_mode
 from .pgd import PGD
+from .square import Square
 
 __all__ = [
     "RANGE_TOLERANCE",
@@ -26,6 +29,7 @@ __all__ = [
     "BIM",
     "PGD",
     "APGD",
+    "Square",
     "AttackConfig",
     "AttackFactory",
     "LibraryAttack",
