@@ -17,6 +17,12 @@ With ``reuse=True`` (default) the sweep spends work only where it can change the
 
 ``reuse=False`` runs every attack at every eps on the whole batch (the plain protocol, e.g. the paper's code).
 
+The worst case (``ensemble``, as AutoAttack): per eps, a sample counts as robust only if no attack of the sweep broke
+it and no attack of the ensemble, each run in order on the samples every earlier attack left correct, breaks it.
+Its row (:data:`WORST_CASE`) is never above any attack's row; how far PGD's row lies above it is how much PGD alone
+overstates robustness. With reuse, the nested balls apply to it too: a sample broken at a smaller eps by any attack
+is not attacked again.
+
 For deterministic attacks (FGSM, BIM, PGD without random start) a sample is correct with reuse at eps_k exactly when
 it is correct without reuse at every grid eps <= eps_k. For randomised attacks (PGD's random start) the two sweeps
 draw different starts (compaction changes the batch the noise is drawn for), so the relation holds in expectation,
@@ -54,7 +60,12 @@ from .attacks.loss import num_classes, predict
 from .attacks.model_state import eval_mode
 from .attacks.seeding import check_sample_seeds, key_of, mix_seed
 
-__all__ = ["AttackFactory", "SweepWork", "SweepResult", "Check", "attack_sweep", "sweep_checks", "all_passed"]
+__all__ = [
+    "AttackFactory", "SweepWork", "SweepResult", "Check", "attack_sweep", "sweep_checks", "all_passed", "WORST_CASE",
+]
+
+WORST_CASE = "worst case"
+"""The row of the worst case over every attack of a sweep and its ensemble."""
 
 BOUND_TOLERANCE = 1e-5  # float round-off allowed on |adv - x| <= eps (values near 1 have a 6e-8 spacing)
 
@@ -97,6 +108,9 @@ class SweepResult:
         work: per attack, the passes spent and the no-reuse baseline.
         per_sample: per attack, ``(n, len(eps))`` bool on CPU, True where the sample is still correct.
         reuse: whether nested-ball reuse was on.
+        ensemble_flags: per ensemble attack, ``(n, len(eps))`` bool on CPU, True where it broke a sample that every
+            attack before it (the sweep's attacks, the earlier ensemble attacks, any attack at a smaller eps with
+            reuse) left correct; empty without an ensemble.
     """
 
     eps: tuple[float, ...]
@@ -106,6 +120,7 @@ class SweepResult:
     work: dict[str, SweepWork]
     per_sample: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
     reuse: bool = True
+    ensemble_flags: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     @property
     def attacks(self) -> list[str]:
@@ -115,6 +130,11 @@ class SweepResult:
     def clean_accuracy(self) -> float:
         return self.clean_correct / self.n if self.n else math.nan
 
+    @property
+    def ensemble_broken(self) -> dict[str, list[int]]:
+        """Per ensemble attack, per eps, the number of samples only it broke (see ``ensemble_flags``)."""
+        return {a: [int(c) for c in flags.sum(0).tolist()] for a, flags in self.ensemble_flags.items()}
+
     def accuracy(self, attack: str) -> list[float]:
         """Accuracy of ``attack`` at every eps of the grid."""
         return [c / self.n if self.n else math.nan for c in self.correct[attack]]
@@ -122,7 +142,8 @@ class SweepResult:
     def __add__(self, other: SweepResult) -> SweepResult:
         if not isinstance(other, SweepResult):
             return NotImplemented
-        if self.eps != other.eps or self.attacks != other.attacks or self.reuse != other.reuse:
+        if (self.eps != other.eps or self.attacks != other.attacks or self.reuse != other.reuse
+                or list(self.ensemble_flags) != list(other.ensemble_flags)):
             raise ValueError("can only add sweep results with the same eps grid, attacks and reuse setting")
         return SweepResult(
             eps=self.eps,
@@ -136,6 +157,7 @@ class SweepResult:
                 if a in self.per_sample and a in other.per_sample
             },
             reuse=self.reuse,
+            ensemble_flags={a: torch.cat([f, other.ensemble_flags[a]]) for a, f in self.ensemble_flags.items()},
         )
 
     def __radd__(self, other: Any) -> SweepResult:
@@ -154,6 +176,7 @@ class SweepResult:
             "correct": {a: list(c) for a, c in self.correct.items()},
             "accuracy": {a: self.accuracy(a) for a in self.attacks},
             "work": {a: {**asdict(w), "grad_passes_saved": w.grad_passes_saved} for a, w in self.work.items()},
+            "ensemble_broken": self.ensemble_broken,
         }
 
 
@@ -176,6 +199,99 @@ def _check_bound(name: str, adv: torch.Tensor, images: torch.Tensor, eps: float)
             f"attack {name!r} at eps={eps:g} returned images outside the eps-ball or [0, 1] (max |adv - x| = "
             f"{size:.6g}); the sweep needs L-infinity attacks bounded by eps"
         )
+
+
+def _seed(attack: Any, name: str, eps: float, idx: torch.Tensor, keys: list[int] | None, seed: int) -> None:
+    """Give a :class:`LinfAttack` the per-sample seeds of samples ``idx`` for ``name`` at ``eps`` (with ``keys``)."""
+    if keys is not None and isinstance(attack, LinfAttack):
+        stream = key_of(f"{name}@{eps!r}")
+        attack.sample_seeds = [mix_seed(seed, keys[i], stream) for i in idx.tolist()]
+
+
+def _attack_once(
+    name: str,
+    attack: Any,
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    idx: torch.Tensor,
+    eps: float,
+    work: SweepWork,
+    check_bound: bool,
+    keys: list[int] | None,
+    seed: int,
+) -> torch.Tensor:
+    """Attack the samples ``idx`` at ``eps``; the ``(len(idx),)`` mask of those it fooled. Adds its passes to
+    ``work``."""
+    x, y = images[idx], labels[idx]
+    _seed(attack, name, eps, idx, keys, seed)
+    fooled = None
+    if isinstance(attack, LinfAttack):
+        res = attack.run(x, y)
+        adv = res.adv
+        if work.grad_passes is not None:
+            work.grad_passes += res.grad_passes
+        work.forward_passes += res.forward_passes
+        if res.fooled is not None and not attack.use_predicted_labels:
+            fooled = res.fooled  # the attack already scored its result against these labels
+    else:
+        adv = plain_tensor(attack(x, y))
+    if check_bound:
+        _check_bound(name, adv, x, eps)
+    if fooled is None:
+        fooled = _fooled(model, adv, y)
+        work.forward_passes += idx.numel()
+    return fooled
+
+
+def _count_nominal(attack: Any, n: int, work: SweepWork) -> None:
+    """Add what ``attack`` would spend on all ``n`` samples to ``work``'s no-reuse totals (unknown for an attack
+    that does not count its passes)."""
+    if isinstance(attack, LinfAttack) and work.grad_passes is not None:
+        grad_nominal, fwd_nominal = attack.passes_per_sample()
+        work.grad_passes_no_reuse += n * grad_nominal
+        work.forward_passes_no_reuse += n * (fwd_nominal + 1)
+    else:
+        work.grad_passes = work.grad_passes_no_reuse = work.forward_passes_no_reuse = None
+
+
+def _worst_case(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    robust: torch.Tensor,
+    ensemble: Mapping[str, AttackFactory],
+    grid: tuple[float, ...],
+    reuse: bool,
+    check_bound: bool,
+    keys: list[int] | None,
+    seed: int,
+) -> tuple[torch.Tensor, SweepWork, dict[str, torch.Tensor]]:
+    """The worst case per sample and eps ``(n, len(grid))``, from ``robust`` (correct under every attack of the
+    sweep) and the ``ensemble`` run in order on the samples still correct; its work and, per ensemble attack, the
+    ``(n, len(grid))`` samples it broke."""
+    n = images.shape[0]
+    worst = robust.clone()
+    alive = robust[:, 0].clone()
+    work = SweepWork()
+    broken = {name: torch.zeros(n, len(grid), dtype=torch.bool) for name in ensemble}
+    for k, eps in enumerate(grid):
+        if eps == 0:
+            continue
+        alive = alive & robust[:, k] if reuse else robust[:, k].clone()
+        for name, factory in ensemble.items():
+            attack = factory(model, eps)
+            _count_nominal(attack, n, work)
+            idx = alive.nonzero()[:, 0]
+            work.samples_attacked += idx.numel()
+            work.samples_attacked_no_reuse += n
+            if idx.numel() == 0:
+                continue
+            fooled = _attack_once(name, attack, model, images, labels, idx, eps, work, check_bound, keys, seed)
+            alive[idx[fooled]] = False
+            broken[name][idx[fooled].cpu(), k] = True
+        worst[:, k] = alive
+    return worst, work, broken
 
 
 def _sweep_one(
@@ -201,23 +317,15 @@ def _sweep_one(
             correct[:, k] = clean_ok
             continue
         attack = factory(model, eps)
-        if isinstance(attack, LinfAttack) and work.grad_passes is not None:
-            grad_nominal, fwd_nominal = attack.passes_per_sample()
-            work.grad_passes_no_reuse += n * grad_nominal
-            work.forward_passes_no_reuse += n * (fwd_nominal + 1)
-        else:  # an attack that does not count its passes: the totals are unknown
-            work.grad_passes = work.grad_passes_no_reuse = work.forward_passes_no_reuse = None
+        _count_nominal(attack, n, work)
         idx = alive.nonzero()[:, 0] if reuse else torch.arange(n, device=images.device)
         work.samples_attacked += idx.numel()
         work.samples_attacked_no_reuse += n
         if idx.numel() == 0:
             continue
-        x, y = images[idx], labels[idx]
-        if keys is not None and isinstance(attack, LinfAttack):
-            stream = key_of(f"{name}@{eps!r}")
-            attack.sample_seeds = [mix_seed(seed, keys[i], stream) for i in idx.tolist()]
-        fooled = None
         if reuse and isinstance(attack, FGSM):
+            x, y = images[idx], labels[idx]
+            _seed(attack, name, eps, idx, keys, seed)
             if direction is None:  # first eps > 0: every alive sample is here, later ones are subsets
                 res = attack.direction(x, y)
                 direction = torch.zeros_like(images)
@@ -225,21 +333,12 @@ def _sweep_one(
                 work.grad_passes += res.grad_passes  # FGSM is a LinfAttack, so the count is known
                 work.forward_passes += res.forward_passes
             adv = FGSM.step(x, direction[idx], eps)
-        elif isinstance(attack, LinfAttack):
-            res = attack.run(x, y)
-            adv = res.adv
-            if work.grad_passes is not None:
-                work.grad_passes += res.grad_passes
-            work.forward_passes += res.forward_passes
-            if res.fooled is not None and not attack.use_predicted_labels:
-                fooled = res.fooled  # the attack already scored its result against these labels
-        else:
-            adv = plain_tensor(attack(x, y))
-        if check_bound:
-            _check_bound(name, adv, x, eps)
-        if fooled is None:
+            if check_bound:
+                _check_bound(name, adv, x, eps)
             fooled = _fooled(model, adv, y)
             work.forward_passes += idx.numel()
+        else:
+            fooled = _attack_once(name, attack, model, images, labels, idx, eps, work, check_bound, keys, seed)
         if reuse:
             alive[idx[fooled]] = False
             correct[:, k] = alive
@@ -258,6 +357,7 @@ def attack_sweep(
     check_bound: bool = True,
     keys: torch.Tensor | Sequence[int] | None = None,
     seed: int = 0,
+    ensemble: Mapping[str, AttackFactory] | None = None,
 ) -> SweepResult:
     """Accuracy of ``model`` under every attack at every eps of ``eps_grid``, on one batch.
 
@@ -281,6 +381,9 @@ def attack_sweep(
             through :class:`~monai_adv.attacks.LibraryAttack`) keep the global RNG. ``None`` (default): the attacks
             as built, torchattacks' semantics.
         seed: seed of those per-sample streams (only used with ``keys``).
+        ensemble: name -> factory of the attacks that complete the worst case (e.g. APGD-CE, APGD-margin, Square),
+            each run in order, per eps, only on the samples every attack so far left correct; ``None``: no worst-case
+            row. An empty mapping gives the worst case over ``attacks`` alone. The row is :data:`WORST_CASE`.
 
     Returns:
         :class:`SweepResult` with per-(attack, eps) correct counts, ``n``, per-sample correctness and work counts.
@@ -303,7 +406,20 @@ def attack_sweep(
             )
             per_sample[name] = flags.cpu()
             correct[name] = [int(c) for c in flags.sum(0).tolist()]
-    return SweepResult(grid, x.shape[0], int(clean_ok.sum()), correct, work, per_sample, reuse)
+        broken: dict[str, torch.Tensor] = {}
+        if ensemble is not None:
+            if WORST_CASE in attacks or set(ensemble) & set(attacks):
+                raise ValueError(f"ensemble attacks {sorted(ensemble)} and {WORST_CASE!r} need names of their own, "
+                                 f"apart from the sweep's attacks {sorted(attacks)}")
+            robust = clean_ok[:, None].expand(-1, len(grid)).clone()
+            for name in attacks:
+                robust &= per_sample[name].to(x.device)
+            flags, work[WORST_CASE], broken = _worst_case(
+                model, x, y, robust, ensemble, grid, reuse, check_bound, key_list, int(seed)
+            )
+            per_sample[WORST_CASE] = flags.cpu()
+            correct[WORST_CASE] = [int(c) for c in flags.sum(0).tolist()]
+    return SweepResult(grid, x.shape[0], int(clean_ok.sum()), correct, work, per_sample, reuse, broken)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -336,6 +452,7 @@ def sweep_checks(
     max_large_eps_accuracy: float = 0.05,
     black_box: str | None = None,
     white_box: str = "PGD",
+    max_black_box_gain: float = 0.02,
 ) -> dict[str, Check]:
     """Sanity checks of an epsilon sweep (Carlini et al. 2019, "On evaluating adversarial robustness", sec. 5).
 
@@ -348,7 +465,11 @@ def sweep_checks(
     * ``large_eps``: in ``large_eps`` (a separate sweep at a large eps such as 0.5, which can be run on a subset),
       ``large_eps_attack`` drives accuracy to at most ``max_large_eps_accuracy`` (default 0.05) at its largest eps;
     * ``black_box_ge_white_box``: the ``black_box`` attack (e.g. a torchattacks Square in the same sweep) is never
-      more successful than ``white_box`` by more than ``tolerance`` (otherwise the gradients are likely masked).
+      more successful than ``white_box`` by more than ``tolerance`` (otherwise the gradients are likely masked); for
+      a ``black_box`` attack of the ensemble (run after the gradient attacks, on what they left correct): the share
+      of all samples it broke at any eps is at most ``max_black_box_gain`` (default 0.02);
+    * ``worst_case_le_each``: the worst case (:data:`WORST_CASE`, with an ensemble) is at or below every attack's
+      accuracy at every eps.
 
     Accuracies are fractions in [0, 1]; ``tolerance`` is in the same units (0.01 = one percentage point).
     A check whose inputs are missing has ``passed=None``. Gradient masking (zero or useless input gradients) fails
@@ -405,7 +526,18 @@ def sweep_checks(
     else:
         checks["large_eps"] = Check("large_eps", None, f"no large-eps sweep with {large_eps_attack!r} given")
 
-    if black_box is not None and black_box in acc and white_box in acc:
+    if black_box is not None and black_box in results.ensemble_broken:
+        gains = [c / results.n if results.n else 0.0 for c in results.ensemble_broken[black_box]]
+        worst = max(range(len(gains)), key=gains.__getitem__)
+        ok = gains[worst] <= max_black_box_gain
+        checks["black_box_ge_white_box"] = Check(
+            "black_box_ge_white_box", ok,
+            f"{black_box} broke {gains[worst]:.2%} of the images that every gradient attack left correct (at eps "
+            f"{eps[worst]:g}; at most {max_black_box_gain:.0%} expected)"
+            + ("" if ok else ": the gradients mislead the white-box attacks, gradient masking suspected"),
+            {"black_box": black_box, "gain": gains, "threshold": max_black_box_gain},
+        )
+    elif black_box is not None and black_box in acc and white_box in acc:
         gaps = [w - b for w, b in zip(acc[white_box], acc[black_box])]
         ok = max(gaps) <= tolerance
         checks["black_box_ge_white_box"] = Check(
@@ -416,6 +548,15 @@ def sweep_checks(
         )
     else:
         checks["black_box_ge_white_box"] = Check("black_box_ge_white_box", None, "no black-box attack in the sweep")
+
+    if WORST_CASE in acc:
+        above = {a: max(w - v for w, v in zip(acc[WORST_CASE], values)) for a, values in acc.items() if a != WORST_CASE}
+        ok = all(gap <= 1e-12 for gap in above.values())
+        checks["worst_case_le_each"] = Check(
+            "worst_case_le_each", ok,
+            "the worst case is at or below every attack at every eps" if ok
+            else f"the worst case lies above an attack: {above}", {"max_above": above},
+        )
     return checks
 
 

@@ -115,3 +115,41 @@ def test_a_users_folder_named_like_the_papers_data_set_is_not_the_papers_data_se
     assert "paper (%)" not in section and "not comparable" in section
     assert comparable_dataset("brain_lesion_mri_classification",
                               {"name": "brain_mri", "prepared_by": "monai_adv.prepare.brain_mri"}) is None
+
+
+def test_another_bundles_native_units_come_from_its_sweep(tmp_path):
+    """Regression: the report looked for the sweep's native scale at the top of attack_sweep.json (it is under
+    "settings"), so another bundle's fixed HU window showed "-" for every eps in native units."""
+    folder = stage_outputs(tmp_path / "study" / "theirs")
+    (folder / "evaluate" / "metrics.json").unlink()  # another bundle's evaluation writes its own files
+    (folder / "attack" / "attack_sweep.json").write_text(json.dumps(
+        {"rows": SWEEP, "checks": {}, "settings": {"native_per_unit": 2200.0, "native_units": "HU"}}
+    ))
+    settings = {"profile": "bundle", "class_names": ["a", "b"], "network": "monai.networks.nets.DenseNet121",
+                "adversarial": {"adv_eps": 0.003, "adv_attack": "pgd", "adv_ratio": 0.5, "adv_steps": 7}}
+    data = {"label": "data set `mine` as the bundle's own configs read it", "short": "data set `mine`", "name": "mine"}
+    bundle = BundleReport("theirs", folder, data, settings, True)
+    compare_datasets({"theirs": SWEEP}, {"theirs": True}, {"theirs": None}, tmp_path / "study" / "compare_datasets")
+    text = write_report(tmp_path / "study" / "report", [bundle], tmp_path / "study" / "compare_datasets").read_text()
+    assert "| PGD | 0.001 | 2.2 | 60.00 |" in text and "| eps (HU) |" in text
+    assert "Accuracy at eps 0.002 (4.4 HU)" in text or "Accuracy at eps 0.003 (6.6 HU)" in text
+    assert "80.00 % (n = " in text and "the sweep's clean pass" in text
+
+
+def test_the_worst_case_row_and_pgds_overstatement_are_reported(tmp_path):
+    folder = stage_outputs(tmp_path / "study" / "theirs")
+    worst = [{"attack": "worst case", "eps": e, "accuracy": acc}
+             for e, acc in ((0.001, 0.5), (0.002, 0.35), (0.004, 0.1))]
+    (folder / "attack" / "attack_sweep.json").write_text(json.dumps({
+        "rows": SWEEP + worst, "checks": {},
+        "settings": {"ensemble": {"APGD-CE": "partial(APGD)", "Square": "partial(Square)"}},
+        "sweep": {"ensemble_broken": {"APGD-CE": [0, 4, 0, 4], "Square": [0, 0, 0, 1]}},
+    }))
+    data = {"label": "data set `mine`", "short": "data set `mine`", "name": "mine"}
+    bundle = BundleReport("theirs", folder, data, {"class_names": ["a", "b"]}, True)
+    compare_datasets({"theirs": SWEEP}, {"theirs": True}, {"theirs": None}, tmp_path / "study" / "compare_datasets")
+    text = write_report(tmp_path / "study" / "report", [bundle], tmp_path / "study" / "compare_datasets").read_text()
+    assert "| worst case | 0.004 | - | 10.00 |" in text
+    assert "APGD-CE, then Square" in text and "APGD-CE 8, Square 1" in text
+    assert "PGD-10 overstates robustness by (points of accuracy, PGD minus worst case): +10.00 at eps 0.001; " \
+           "+0.00 at eps 0.002; +10.00 at eps 0.004." in text

@@ -111,7 +111,11 @@ class AttackSweep(EvaluatorDataHandler):
         large_eps_attack: factory of that attack; default PGD with 50 steps of eps/25 (at eps 0.5 the sweep's
             eps/4 sign steps overshoot and stall far from 0 % on an unmasked model).
         black_box: name of a black-box attack in ``attacks`` (e.g. a torchattacks Square through
-            :class:`~monai_adv.attacks.LibraryAttack`) that must never beat ``PGD``; ``None`` skips that check.
+            :class:`~monai_adv.attacks.LibraryAttack`) that must never beat ``PGD``, or in ``ensemble`` (run after
+            the gradient attacks) that must break almost nothing they left; ``None`` skips that check.
+        ensemble: name -> factory of the attacks that complete the worst case (APGD, Square, ...), each run per eps
+            on the images every attack before it left correct; adds the row ``"worst case"``
+            (:data:`~monai_adv.sweep.WORST_CASE`). ``None`` (default): no worst case.
         example_eps: eps of the example figure; default the grid value closest to 0.004 (the paper's headline).
         n_examples: images in the example figure.
         summary_writer: optional TensorBoard ``SummaryWriter``.
@@ -139,6 +143,7 @@ class AttackSweep(EvaluatorDataHandler):
         large_eps_samples: int = 64,
         max_large_eps_accuracy: float = 0.05,
         black_box: str | None = None,
+        ensemble: Mapping[str, AttackFactory] | None = None,
         example_eps: float | None = None,
         n_examples: int = 4,
         summary_writer: Any = None,
@@ -169,6 +174,7 @@ class AttackSweep(EvaluatorDataHandler):
         self.large_eps_samples = large_eps_samples
         self.max_large_eps_accuracy = max_large_eps_accuracy
         self.black_box = black_box
+        self.ensemble = None if ensemble is None else dict(ensemble)
         positive = [e for e in self.eps_grid if e > 0]
         self.example_eps = example_eps if example_eps is not None else min(positive, key=lambda e: abs(e - 0.004))
         self.n_examples = n_examples
@@ -204,7 +210,7 @@ class AttackSweep(EvaluatorDataHandler):
             results.append(
                 attack_sweep(
                     model, images, labels, self.attacks, self.eps_grid, reuse=self.reuse, keys=keys,
-                    seed=self.seed or 0,
+                    seed=self.seed or 0, ensemble=self.ensemble,
                 )
             )
             ids += batch_id
@@ -271,6 +277,7 @@ class AttackSweep(EvaluatorDataHandler):
             "sweep": self.result.to_dict(),
             "settings": {
                 "attacks": {name: repr(factory) for name, factory in self.attacks.items()},
+                "ensemble": None if self.ensemble is None else {n: repr(f) for n, f in self.ensemble.items()},
                 "eps_grid": self.eps_grid,
                 "native_per_unit": self.native_per_unit,
                 "native_units": self.native_units,
@@ -357,11 +364,13 @@ def _gather(ids: list[str], result: SweepResult) -> SweepResult:
     recomputed from them, work summed over ranks (padded duplicates included). Collective; no-op reordering when
     not distributed."""
     attacks = result.attacks
-    unique, values = gather_by_id(ids, {a: result.per_sample[a] for a in attacks})
+    ensemble = {f"ensemble:{a}": flags for a, flags in result.ensemble_flags.items()}
+    unique, values = gather_by_id(ids, {**{a: result.per_sample[a] for a in attacks}, **ensemble})
     per_sample = {a: torch.from_numpy(values[a]).bool() for a in attacks}
+    ensemble_flags = {a: torch.from_numpy(values[f"ensemble:{a}"]).bool() for a in result.ensemble_flags}
     correct = {a: [int(c) for c in per_sample[a].sum(0).tolist()] for a in attacks}
     fields = list(SweepWork.__dataclass_fields__)
     totals = all_reduce_ints([getattr(result.work[a], f) for a in attacks for f in fields])
     work = {a: SweepWork(*totals[i * len(fields) : (i + 1) * len(fields)]) for i, a in enumerate(attacks)}
     clean_correct = int(per_sample[attacks[0]][:, 0].sum()) if attacks else 0  # grid[0] is eps 0: clean
-    return SweepResult(result.eps, len(unique), clean_correct, correct, work, per_sample, result.reuse)
+    return SweepResult(result.eps, len(unique), clean_correct, correct, work, per_sample, result.reuse, ensemble_flags)

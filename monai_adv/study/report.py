@@ -24,6 +24,7 @@ from monai_adv.study.paper_figures import (
     ADVERSARIAL_TRAINING_GAIN, CITATION, PAPER_DATASETS, TABLE1, TABLE2, TABLE_S5, TABLE_S5_EPS, comparable_dataset,
     paper_dataset,
 )
+from monai_adv.sweep import WORST_CASE
 from monai_adv.utils import atomic_write_text
 
 __all__ = ["BundleReport", "write_report", "FIGURES"]
@@ -107,6 +108,30 @@ def not_comparable(bundle: BundleReport) -> str | None:
             f"{data_label(bundle)}, so they are not comparable and are left out.")
 
 
+def _worst_case_lines(sweep: Mapping[str, Any]) -> list[str]:
+    """What the worst-case row is and how far PGD's row lies above it, per eps; nothing without a worst case."""
+    rows = sweep["rows"]
+    worst = {float(r["eps"]): r["accuracy"] for r in rows if r["attack"] == WORST_CASE}
+    if not worst:
+        return []
+    ensemble = list((sweep.get("settings") or {}).get("ensemble") or {})
+    broken = (sweep.get("sweep") or {}).get("ensemble_broken") or {}
+    pgd = {float(r["eps"]): r["accuracy"] for r in rows if r["attack"] == "PGD"}
+    over = [f"{100 * (pgd[e] - w):+.2f} at eps {e:g}" for e, w in sorted(worst.items()) if e in pgd]
+    added = [f"{name} {sum(broken.get(name, []))}" for name in ensemble]
+    lines = [
+        f"**Worst case** (as AutoAttack): an image counts as robust at an eps only if no attack above broke it and "
+        f"{', then '.join(ensemble) or 'no further attack'}, each run on the images every attack before it left "
+        "correct (and, the balls being nested, not attacked again once broken at a smaller eps), do not either."
+        + (f" Images these broke beyond the paper's attacks, over the grid: {', '.join(added)}." if added else ""),
+        "",
+    ]
+    if over:
+        lines += [f"PGD-10 overstates robustness by (points of accuracy, PGD minus worst case): {'; '.join(over)}.",
+                  ""]
+    return lines
+
+
 def _classes(bundle: BundleReport) -> str:
     names = bundle.settings.get("class_names")
     if not isinstance(names, (list, tuple)) or not names:
@@ -129,8 +154,9 @@ class _Bundle:
         self.theirs = f"paper (%), {self.paper.dataset}" if self.paper else "paper (%)"
         sweep = _read_json(self.file("attack", "attack_sweep.json"))
         # the native scale the sweep attacked in (read off the bundle's own preprocessing for another bundle)
+        scale = sweep.get("settings") or {}
         self.settings = {**bundle.settings,
-                         **{k: sweep[k] for k in ("native_per_unit", "native_units") if sweep.get(k) is not None}}
+                         **{k: scale[k] for k in ("native_per_unit", "native_units") if scale.get(k) is not None}}
 
     def file(self, stage: str, name: str) -> Path:
         return self.b.folder / stage / name
@@ -186,7 +212,8 @@ class _Bundle:
         body = [["no attack", "0", "0", _pct(clean["accuracy"]), _paper(paper.get(("clean", 0.0)))]]
         comparable = self.paper is not None
         attacks = [a for a in ATTACKS if any(r["attack"] == a for r in rows)]
-        attacks += sorted({r["attack"] for r in rows} - set(ATTACKS) - {"clean"})
+        attacks += sorted({r["attack"] for r in rows} - set(ATTACKS) - {"clean", WORST_CASE})
+        attacks += [WORST_CASE] if any(r["attack"] == WORST_CASE for r in rows) else []
         for attack in attacks:
             for row in sorted((r for r in rows if r["attack"] == attack), key=lambda r: float(r["eps"])):
                 eps = float(row["eps"])
@@ -206,6 +233,7 @@ class _Bundle:
                if comparable else ""),
             "",
             *_table(header, body),
+            *_worst_case_lines(sweep),
         ]
         checks = sweep.get("checks", {})
         failed = [f"{name} ({c.get('message')})" for name, c in checks.items() if c.get("passed") is False]
@@ -243,7 +271,7 @@ class _Bundle:
         if eps is None:
             eps = min(grid, key=lambda e: abs(e - TABLE_S5_EPS))
         paper = TABLE_S5.get(self.column) if self.column else None
-        attacks = [a for a in ATTACKS if any(k[1] == a for k in table)]
+        attacks = [a for a in (*ATTACKS, WORST_CASE) if any(k[1] == a for k in table)]
 
         def ours(model: str, attack: str) -> float | None:
             return table.get((model, "clean", 0.0)) if attack == "clean" else table.get((model, attack, eps))

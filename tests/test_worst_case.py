@@ -1,0 +1,82 @@
+"""The worst case of a sweep (``attack_sweep(..., ensemble=...)``): below every attack, reusing the nested balls,
+independent of batching, and the check that names gradient masking when the black-box attack breaks what the
+gradient attacks could not."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+import torch
+
+from monai_adv.attacks import APGD, BIM, FGSM, PGD, Square
+from monai_adv.attacks.seeding import key_of
+from monai_adv.sweep import WORST_CASE, attack_sweep, sweep_checks
+from test_apgd import correct_labels, data, tiny_cnn
+from test_square import Quantised
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+ATTACKS = {"FGSM": FGSM, "BIM": partial(BIM, steps=5), "PGD": partial(PGD, steps=5)}
+ENSEMBLE = {"APGD-CE": partial(APGD, steps=10), "APGD-margin": partial(APGD, steps=10, loss="margin"),
+            "Square": partial(Square, queries=100)}
+GRID = [0.05, 0.1, 0.13, 0.2]
+
+
+def keys(n: int) -> list[int]:
+    return [key_of(f"case-{i}") for i in range(n)]
+
+
+def test_worst_case_is_below_every_attack_and_attacks_only_survivors():
+    model = tiny_cnn()
+    x = data(32)
+    y = correct_labels(model, x)
+    result = attack_sweep(model, x, y, ATTACKS, GRID, keys=keys(32), ensemble=ENSEMBLE)
+    worst = result.per_sample[WORST_CASE]
+    for name in ATTACKS:
+        assert bool((worst <= result.per_sample[name]).all())
+        assert all(w <= a for w, a in zip(result.correct[WORST_CASE], result.correct[name]))
+    assert result.correct[WORST_CASE] == sorted(result.correct[WORST_CASE], reverse=True)  # nested balls
+    # images broken by an ensemble attack were correct under every sweep attack at that eps and all smaller ones
+    robust = torch.stack([result.per_sample[a] for a in ATTACKS]).all(0)
+    for name, flags in result.ensemble_flags.items():
+        assert bool((~flags | robust).all()), name
+    gained = sum(flags.sum() for flags in result.ensemble_flags.values())
+    assert int(robust.sum() - worst.sum()) == int(gained) > 0, "the ensemble must add breaks for this test to bite"
+    # with reuse the ensemble attacks an image at most until it breaks: fewer than every survivor at every eps
+    work = result.work[WORST_CASE]
+    assert work.samples_attacked < work.samples_attacked_no_reuse
+    checks = sweep_checks(result, black_box="Square")
+    assert checks["worst_case_le_each"].passed is True
+    assert checks["monotone"].passed is True
+
+
+def test_worst_case_does_not_depend_on_the_batching():
+    model = tiny_cnn()
+    x = data(24)
+    y = correct_labels(model, x)
+    k = keys(24)
+    whole = attack_sweep(model, x, y, ATTACKS, GRID, keys=k, ensemble=ENSEMBLE)
+    halves = sum(attack_sweep(model, x[s], y[s], ATTACKS, GRID, keys=k[s], ensemble=ENSEMBLE)
+                 for s in (slice(0, 10), slice(10, 24)))
+    assert halves.correct == whole.correct
+    assert halves.ensemble_broken == whole.ensemble_broken
+
+
+def test_the_black_box_attack_breaking_what_gradients_could_not_names_gradient_masking():
+    masked = Quantised(tiny_cnn())
+    x = data(24)
+    y = correct_labels(masked, x)
+    result = attack_sweep(masked, x, y, ATTACKS, [0.15], keys=keys(24), ensemble=ENSEMBLE)
+    check = sweep_checks(result, black_box="Square")["black_box_ge_white_box"]
+    assert check.passed is False and "gradient masking suspected" in check.message
+    assert result.correct["PGD"][-1] - result.correct[WORST_CASE][-1] >= 10  # PGD alone overstates robustness
+    honest = attack_sweep(masked.model, x, y, ATTACKS, [0.15], keys=keys(24), ensemble=ENSEMBLE)
+    assert sweep_checks(honest, black_box="Square")["black_box_ge_white_box"].passed is True
+
+
+def test_ensemble_names_must_not_clash_with_the_attacks():
+    model = tiny_cnn()
+    x = data(4)
+    with pytest.raises(ValueError, match="need names of their own"):
+        attack_sweep(model, x, correct_labels(model, x), ATTACKS, GRID, ensemble={"PGD": APGD})
