@@ -124,7 +124,8 @@ class InputSpace:
         return None if self.native_per_unit is None else eps * self.native_per_unit
 
     def __repr__(self) -> str:
-        native = "" if self.native_per_unit is None else f", {self.native_per_unit:g} {self.native_units} per unit"
+        native = ("" if self.native_per_unit is None
+                  else f", {self.native_per_unit:g} {self.native_units or 'native units'} per unit")
         return f"{type(self).__name__}(low={self.low:g}, high={self.high:g}{native})"
 
 

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from foreign_data import BUILDERS, SPLITS
 from monai_adv.study.cli import main
@@ -77,6 +78,8 @@ def test_the_whole_study_on_another_bundle_writes_the_report_and_resumes(bundle,
     report = (output / "report" / "report.md").read_text()
     section = report[report.index(f"## {NAME}"):report.index('<a id="susceptibility">')]
     assert "the bundle's network `monai.networks.nets.resnet10`, trained by the bundle's own train config" in section
+    assert "- **Classes** (`adv_class_names`: the bundle's metadata.json names, else the class indices, in label " \
+           "order): 0 `plain`, 1 `stripes`." in section
     assert f"{100 * float(sweep[0]['accuracy']):.2f} % (n = {SPLITS['testing']}; the sweep's clean pass" in section
     for heading in ("### Table 1", "### Table S5", "### Table 2"):
         assert heading in section
@@ -177,3 +180,46 @@ def test_the_foreign_data_folder_is_fingerprinted_by_content(bundle, tmp_path):
     image = next((data / "images").iterdir())
     image.write_bytes(image.read_bytes() + b"\0")
     assert prepare_foreign_bundle(ForeignBundle(bundle), data).data_digest != setup.data_digest
+
+
+def test_a_setting_of_one_stage_leaves_the_training_of_another_bundle_alone(bundle):
+    """Regression: every --set value, and any change to monai_adv's code, was in the fingerprint of every stage, so
+    changing the triage's eps range trained the user's model again."""
+    from monai_adv.study.stages import BUNDLE_STAGES
+
+    stages = {s.name: s for s in BUNDLE_STAGES}
+    overrides = {"*": {"triage_eps_max": 0.008, "epochs": 3, "cap": 5, "adv_steps": "@cap"}}
+    setup = prepare_foreign_bundle(ForeignBundle(bundle), bundle.parent / "data", overrides)
+    names = {"adv_class_names": ["plain", "stripes"]}  # from the bundle's metadata.json, for the overlays
+    assert setup.overrides_read_by(stages["train"]) == {"epochs": 3}
+    assert setup.overrides_read_by(stages["triage"]) == {"triage_eps_max": 0.008, "epochs": 3, **names}
+    # an id the configs do not know counts where another value refers to it
+    assert setup.overrides_read_by(stages["adversarial_train"]) == {"epochs": 3, "adv_steps": "@cap", "cap": 5,
+                                                                    **names}
+    assert not setup.runs_package_code(stages["train"]) and not setup.runs_package_code(stages["evaluate"])
+    assert setup.runs_package_code(stages["triage"])
+
+
+def test_a_checkpoint_of_another_network_stops_the_study_before_any_stage(bundle, tmp_path, capsys):
+    """Regression: --checkpoint with another bundle's model was adopted as the trained model, and the evaluation
+    failed with MONAI's expression wrapper in the message (the state-dict mismatch deep in its log)."""
+    from monai.networks.nets import DenseNet121
+
+    other = tmp_path / "densenet.pt"
+    torch.save(DenseNet121(spatial_dims=2, in_channels=1, out_channels=2).state_dict(), other)
+    code, text = run_main(capsys, "--bundle_root", str(bundle), "--dataset_dir", str(bundle.parent / "data"),
+                          "--output", str(tmp_path / "out"), "--checkpoint", str(other))
+    assert code == 1 and "--checkpoint does not fit this bundle's network" in text and "missing keys" in text
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_failed_stage_names_the_error_that_caused_it(bundle, tmp_path, capsys):
+    """Regression: with a data folder that exists but holds no data list, the study's message ended in MONAI's
+    'Failed to evaluate ConfigExpression' wrapper; the cause was only deep in the stage's log."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, text = run_main(capsys, "--bundle_root", str(bundle), "--dataset_dir", str(empty), "--output",
+                          str(tmp_path / "out"), "--threads", "1")
+    assert code == 1 and "stage train failed" in text
+    assert "raised in the run: FileNotFoundError: [Errno 2] No such file or directory" in text
+    assert f"{empty}/datalist.json" in text.split("raised in the run:")[1]

@@ -16,9 +16,12 @@ and a stage whose inputs changed (configs, overrides, data, an upstream checkpoi
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from monai_adv.io import DataError
 from monai_adv.study.runner import StudyError, run_study
@@ -96,6 +99,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C: the running bundle is stopped and the study says how to continue."""
+
+
+def _stop_on_sigterm() -> Any:
+    """Turn SIGTERM into :class:`_Terminated` (in the main thread); the previous handler, or ``None``."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise _Terminated()
+
+    return signal.signal(signal.SIGTERM, terminate)
+
+
 def _our_bundles(parser: argparse.ArgumentParser, requested: Sequence[str], bundles_dir: Path) -> list[str]:
     """``--bundles`` as names of our bundles (``all``: every one), or a parser error naming the unknown ones."""
     known = available_bundles(bundles_dir)
@@ -145,6 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         + [f"--set {text}" for text in args.overrides]
     )  # the report quotes it: no output folder, so the same study gives the same report anywhere
     dataset_dir = args.dataset_dir
+    previous = _stop_on_sigterm()
     try:
         if args.images is not None:
             dataset_dir = prepare_images(args.images, args.output / "dataset")
@@ -156,9 +175,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (StudyError, DataError) as error:
         print(f"study stopped: {error}", file=sys.stderr, flush=True)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         print("study interrupted: run the same command again to continue where it stopped", file=sys.stderr, flush=True)
-        return 130
+        return 143 if isinstance(stop, _Terminated) else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     ran = sum(o.status != "skipped" for o in result.outcomes)
     print(f"report: {result.report} ({ran} stages run, {len(result.outcomes) - ran} skipped)", flush=True)
     return 0

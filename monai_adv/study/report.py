@@ -136,8 +136,8 @@ def _classes(bundle: BundleReport) -> str:
     names = bundle.settings.get("class_names")
     if not isinstance(names, (list, tuple)) or not names:
         return "- **Classes:** not set (`class_names`)."
-    source = ("`adv_class_names`, by default the class indices" if bundle.settings.get("profile") == "bundle"
-              else "the data list's")
+    source = ("`adv_class_names`: the bundle's metadata.json names, else the class indices"
+              if bundle.settings.get("profile") == "bundle" else "the data list's")
     return f"- **Classes** ({source}, in label order): " + ", ".join(
         f"{k} `{n}`" for k, n in enumerate(names)
     ) + "."
@@ -314,11 +314,9 @@ class _Bundle:
             published = ADVERSARIAL_TRAINING_GAIN.get(self.column) if self.column else None
             paper_gain = (f"; paper: {'up to +%.1f points' % published if published is not None else 'not reported'}"
                           if self.paper else "")
-            lines += [
-                f"Largest gain under attack over the grid, ours: {best[0]:+.2f} points ({best[1]} at eps {best[2]:g})"
-                f"{paper_gain}.",
-                "",
-            ]
+            what = ("Largest gain under attack over the grid, ours" if best[0] > 0
+                    else "No gain under attack anywhere on the grid; the smallest loss, ours")
+            lines += [f"{what}: {best[0]:+.2f} points ({best[1]} at eps {best[2]:g}){paper_gain}.", ""]
         full = []
         for attack in attacks:
             for e in grid:

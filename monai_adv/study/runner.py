@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -194,6 +195,20 @@ def _publish(partial: Path, final: Path, stage: str, output: Path) -> None:
     _remove(aside)
 
 
+_RAISED = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception|Interrupt): \S")
+
+
+def _first_errors(path: Path, shown: int = 3) -> list[str]:
+    """The first distinct exception lines (``SomeError: message``) of a log: the cause, which MONAI's config parser
+    wraps in ``RuntimeError: Failed to evaluate ConfigExpression`` at the end of the log."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    found = [line for line in dict.fromkeys(text.splitlines()) if _RAISED.match(line)]
+    return [line if len(line) <= 600 else line[:600] + " ..." for line in found[:shown]]
+
+
 def _tail(path: Path, lines: int = 25) -> str:
     try:
         return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
@@ -216,11 +231,12 @@ def _stage_inputs(setup: BundleSetup, stage: BundleStage, ledger: Ledger, ctx: _
         "bundle": setup.name,
         "profile": setup.profile,
         "configs": [[f.name, sha256_file(f)] for f in setup.config_files(stage)],
-        "overrides": setup.overrides_for(stage.name),
+        "overrides": setup.overrides_read_by(stage),
         "data": setup.data_digest,
         "reads": reads,
         "checkpoint": sha256_file(setup.checkpoint) if adopts_checkpoint(setup, stage) else None,
-        "code": ctx.code,
+        # another bundle's own training and evaluation run none of monai_adv's code
+        "code": ctx.code if setup.runs_package_code(stage) else None,
         "versions": ctx.versions,
         "threads": ctx.threads,
     }
@@ -303,6 +319,7 @@ def _run_bundle_stage(setup: BundleSetup, stage: BundleStage, ledger: Ledger, ct
     if code:
         raise StudyError(
             f"{setup.name}: stage {stage.name} failed (exit {code}); end of {log_path}:\n{_tail(log_path)}"
+            + "".join(f"\nraised in the run: {line}" for line in _first_errors(log_path))
         )
     products = setup.products(stage)
     missing = [p for p in products if not (partial / p).is_file()]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,6 +174,10 @@ class BundleSetup:
         parser = _parser(files, {**self.data_overrides(), **self.overrides_for(stage)})
         return {key: _value(parser, key) for key in keys}
 
+    def runs_package_code(self, stage: BundleStage) -> bool:
+        """Whether ``stage`` runs monai_adv's code: every stage of ours; another bundle's overlay stages only."""
+        return not self.foreign or stage.overlay is not None
+
     def resumable(self, stage: BundleStage) -> bool:
         """Whether an interrupted ``stage`` continues after its last epoch (our training stages only)."""
         return stage.resumable and not self.foreign
@@ -180,6 +185,25 @@ class BundleSetup:
     def overrides_for(self, stage: str) -> dict[str, Any]:
         """The ``--set`` values a stage gets: those for every stage, then its own."""
         return {**self.overrides.get(ALL_STAGES, {}), **self.overrides.get(stage, {})}
+
+    def overrides_read_by(self, stage: BundleStage) -> dict[str, Any]:
+        """The ``--set`` values that can change ``stage``: its own, and those for every stage whose id its configs
+        define or refer to (``@id``, ``%id``), also through another such value. A value for the triage alone thus
+        leaves the training's fingerprint, and its checkpoint, as they were."""
+        own = self.overrides.get(stage.name, {})
+        shared = {k: v for k, v in self.overrides.get(ALL_STAGES, {}).items() if k not in own}
+        if not shared:
+            return dict(own)
+        files = self.config_files(stage)
+        parser = _parser(files, {})
+        text = "\n".join(f.read_text(encoding="utf-8") for f in files) + json.dumps(own, default=str)
+        kept: dict[str, Any] = {}
+        while True:
+            found = {k: v for k, v in shared.items() if k not in kept and (k in parser or _referenced(k, text))}
+            if not found:
+                return {**kept, **own}
+            kept.update(found)
+            text += json.dumps(found, default=str)
 
     def config_files(self, stage: BundleStage, resources: bool = True) -> list[Path]:
         """The config files of ``stage``, in ``--config_file`` order: the bundle's, then the stage's overlay and the
@@ -249,6 +273,11 @@ class BundleSetup:
             spatial_dims=s.get("spatial_dims"), channels=s.get("in_channels"), native_units=s.get("native_units"),
             val_fraction=s.get("val_fraction"), seed=s.get("seed") or 0, dataset_dir=self.datalist_file.parent,
         )
+
+
+def _referenced(key: str, text: str) -> bool:
+    """Whether config ``text`` refers to the id ``key`` (``@key`` or ``%key``, not a longer id)."""
+    return re.search(rf"[@%]{re.escape(key)}(?![\w#:])", text) is not None
 
 
 def _parser(files: Sequence[Path], overrides: Mapping[str, Any]):
@@ -363,6 +392,8 @@ def prepare_foreign_bundle(
     """
     root = Path(bundle.root).expanduser().resolve()
     config_dir = root / "configs"
+    if not root.is_dir():
+        raise FileNotFoundError(f"--bundle_root {bundle.root}: no such folder")
     if not config_dir.is_dir():
         raise FileNotFoundError(f"--bundle_root {bundle.root}: no configs folder (a bundle in the model zoo's layout "
                                 "keeps its configs in <bundle_root>/configs)")
@@ -373,6 +404,10 @@ def prepare_foreign_bundle(
     overrides = {k: dict(v) for k, v in (overrides or {}).items()}
     setup = BundleSetup(root.name, config_dir, "bundle", Path(), "", {}, overrides, configs=configs, foreign=True,
                         cwd=root)
+    if not any("adv_class_names" in values for values in overrides.values()):
+        names = _metadata_class_names(setup)
+        if names is not None:  # the bundle's own names for its outputs, as its metadata.json declares them
+            overrides.setdefault(ALL_STAGES, {})["adv_class_names"] = names
     if dataset_dir is None:
         parser = _parser([configs["train"]], {**setup.overrides_for("train"), "bundle_root": str(root)})
         value = _value(parser, "dataset_dir")
@@ -387,6 +422,7 @@ def prepare_foreign_bundle(
         setup.checkpoint = Path(bundle.checkpoint).expanduser().resolve()
         if not setup.checkpoint.is_file():
             raise FileNotFoundError(f"--checkpoint {bundle.checkpoint}: no such file")
+        _check_checkpoint_fits(setup)
     setup.data_digest = folder_digest(setup.dataset_dir)
     setup.data = {
         "label": f"data set `{setup.dataset_dir.name}` as the bundle's own configs read it", "short":
@@ -403,6 +439,32 @@ def prepare_foreign_bundle(
     }
     setup.medical = str(train.get("modality") or "").lower() != "none"
     return setup
+
+
+def _check_checkpoint_fits(setup: BundleSetup) -> None:
+    """Load ``--checkpoint`` into the network the train config builds (on the CPU, strictly), so that a model of
+    another network stops the study before any stage, naming what differs."""
+    from monai_adv.checkpoints import CheckpointError, load_network_state
+
+    parser = _parser([setup.configs["train"]], {**setup.data_overrides(), **setup.overrides_for("train")})
+    network = parser.get_parsed_content("network_def" if "network_def" in parser else "network")
+    try:
+        load_network_state(network, setup.checkpoint)
+    except CheckpointError as error:
+        raise CheckpointError(f"--checkpoint does not fit this bundle's network: {error}") from error
+
+
+def _metadata_class_names(setup: BundleSetup) -> list[str] | None:
+    """The class names of ``configs/metadata.json`` (``network_data_format.outputs.pred.channel_def``), when it
+    names exactly the train config's ``num_classes`` classes ``0 .. K-1``; else ``None``."""
+    try:
+        metadata = json.loads((setup.config_dir / "metadata.json").read_text(encoding="utf-8"))
+        channels = metadata["network_data_format"]["outputs"]["pred"]["channel_def"]
+        names = [str(channels[str(k)]) for k in range(len(channels))]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    parser = _parser([setup.configs["train"]], {**setup.overrides_for("train"), "bundle_root": str(setup.bundle_root)})
+    return names if len(names) >= 2 and _value(parser, "num_classes") == len(names) else None
 
 
 def _network_name(setup: BundleSetup) -> str | None:
