@@ -153,3 +153,17 @@ def test_the_worst_case_row_and_pgds_overstatement_are_reported(tmp_path):
     assert "APGD-CE, then Square" in text and "APGD-CE 8, Square 1" in text
     assert "PGD-10 overstates robustness by (points of accuracy, PGD minus worst case): +10.00 at eps 0.001; " \
            "+0.00 at eps 0.002; +10.00 at eps 0.004." in text
+
+
+def test_a_model_at_chance_is_flagged_before_its_robustness_figures(tmp_path):
+    folder = stage_outputs(tmp_path / "study" / "theirs")
+    at_chance = [dict(r, accuracy=0.5) for r in SWEEP]
+    (folder / "attack" / "attack_sweep.json").write_text(json.dumps({"rows": at_chance, "checks": {}}))
+    data = {"label": "data set `mine`", "short": "data set `mine`", "name": "mine"}
+    bundle = BundleReport("theirs", folder, data, {"class_names": ["a", "b"]}, True)
+    compare_datasets({"theirs": at_chance}, {"theirs": True}, {"theirs": None}, tmp_path / "study" / "compare_datasets")
+    text = write_report(tmp_path / "study" / "report", [bundle], tmp_path / "study" / "compare_datasets").read_text()
+    assert "**Warning:** the clean accuracy (50.00 %) is no better than chance for 2 classes" in text
+    (folder / "attack" / "attack_sweep.json").write_text(json.dumps({"rows": SWEEP, "checks": {}}))
+    text = write_report(tmp_path / "study" / "report", [bundle], tmp_path / "study" / "compare_datasets").read_text()
+    assert "Warning:" not in text

@@ -186,7 +186,8 @@ class _Bundle:
             model = (f"- **Model, ours:** PaperVGG16 at width {settings.get('network_width')}, input {size}, batch "
                      f"{settings.get('batch_size')}, at most {settings.get('max_epochs')} epochs (patience "
                      f"{settings.get('patience')}), profile `{settings.get('profile', 'demo')}`.")
-        lines = [title, "", data, paper_data, _classes(b), model, self.clean_accuracy() + clean + ".", ""]
+        lines = [title, "", data, paper_data, _classes(b), model, self.clean_accuracy() + clean + ".",
+                 *self.chance_warning(), ""]
         return lines + self.table1() + self.table_s5() + self.table2()
 
     def clean_accuracy(self) -> str:
@@ -200,6 +201,18 @@ class _Bundle:
         clean = next(r for r in _read_json(self.file("attack", "attack_sweep.json"))["rows"] if r["attack"] == "clean")
         return (f"- **Clean test accuracy, ours:** {_pct(clean['accuracy'])} % (n = {clean.get('n')}; the sweep's "
                 "clean pass: the bundle's own evaluation output is in its `evaluate` folder)")
+
+    def chance_warning(self) -> list[str]:
+        """A warning line when the model is no better than always answering one class (the sweep's clean accuracy at
+        or below ``1 / K``): its robustness figures then say nothing."""
+        rows = _read_json(self.file("attack", "attack_sweep.json"))["rows"]
+        clean = next(r["accuracy"] for r in rows if r["attack"] == "clean")
+        names = self.settings.get("class_names")
+        classes = len(names) if isinstance(names, (list, tuple)) and len(names) >= 2 else 2
+        if clean is None or clean > 1.0 / classes + 1e-12:
+            return []
+        return [f"- **Warning:** the clean accuracy ({_pct(clean)} %) is no better than chance for {classes} classes: "
+                "the model has not learned the task, and the robustness figures below say nothing about it."]
 
     # Table 1, Figures 2 and 1 ----------------------------------------------------------------------------------------
 
