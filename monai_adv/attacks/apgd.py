@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .base import AttackResult, LinfAttack
-from .checks import take
+from .checks import positive_int, take
 from .loss import LOSSES, classification_loss, dlr_loss, margin_loss, num_classes, predict
 from .seeding import per_sample_uniform
 
@@ -75,10 +75,8 @@ class APGD(LinfAttack):
         sample_seeds: torch.Tensor | Sequence[int] | None = None,
     ) -> None:
         super().__init__(model, eps, use_predicted_labels, sample_seeds)
-        if int(steps) != steps or steps < 1:
-            raise ValueError(f"steps must be a positive integer, got {steps}")
-        if int(restarts) != restarts or restarts < 1:
-            raise ValueError(f"restarts must be a positive integer, got {restarts}")
+        positive_int(steps, "steps")
+        positive_int(restarts, "restarts")
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
         if not 0.0 < rho <= 1.0:

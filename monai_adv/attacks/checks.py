@@ -15,6 +15,7 @@ __all__ = [
     "check_eps",
     "per_sample",
     "take",
+    "positive_int",
 ]
 
 RANGE_TOLERANCE = 1e-6
@@ -114,3 +115,10 @@ def per_sample(value: float | torch.Tensor, like: torch.Tensor, name: str = "eps
 def take(value: float | torch.Tensor, index: torch.Tensor) -> float | torch.Tensor:
     """``value[index]`` for a per-sample tensor; a float is shared by every sample and returned as is."""
     return value[index] if isinstance(value, torch.Tensor) else value
+
+
+def positive_int(value: float, name: str) -> int:
+    """``value`` as an ``int``; raises ``ValueError`` naming ``name`` unless it is a whole number >= 1."""
+    if int(value) != value or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value}")
+    return int(value)

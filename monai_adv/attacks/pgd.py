@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .base import AttackResult, LinfAttack
-from .checks import check_eps, per_sample, take
+from .checks import check_eps, per_sample, positive_int, take
 from .loss import classification_loss, predict
 from .seeding import per_sample_uniform
 
@@ -75,12 +75,10 @@ class PGD(LinfAttack):
         sample_seeds: torch.Tensor | Sequence[int] | None = None,
     ) -> None:
         super().__init__(model, eps, use_predicted_labels, sample_seeds)
-        if int(steps) != steps or steps < 1:
-            raise ValueError(f"steps must be a positive integer, got {steps}")
+        positive_int(steps, "steps")
         if step_size is not None:
             check_eps(step_size, "step_size")
-        if int(restarts) != restarts or restarts < 1:
-            raise ValueError(f"restarts must be a positive integer, got {restarts}")
+        positive_int(restarts, "restarts")
         if restarts > 1 and not random_start:
             raise ValueError("restarts > 1 needs random_start=True (every restart would be the same)")
         self.steps = int(steps)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .base import AttackResult, LinfAttack
-from .checks import take
+from .checks import positive_int, take
 from .loss import classification_loss, margin_loss, predict
 from .seeding import mix_seed
 
@@ -69,10 +69,8 @@ class Square(LinfAttack):
         sample_seeds: torch.Tensor | Sequence[int] | None = None,
     ) -> None:
         super().__init__(model, eps, use_predicted_labels, sample_seeds)
-        if int(queries) != queries or queries < 1:
-            raise ValueError(f"queries must be a positive integer, got {queries}")
-        if int(restarts) != restarts or restarts < 1:
-            raise ValueError(f"restarts must be a positive integer, got {restarts}")
+        positive_int(queries, "queries")
+        positive_int(restarts, "restarts")
         if not 0.0 < p_init <= 1.0:
             raise ValueError(f"p_init must lie in (0, 1], got {p_init}")
         if loss not in ("margin", "ce"):
