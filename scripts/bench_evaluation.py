@@ -3,8 +3,9 @@
 On the same trained model and test images, in one run, per eps of the grid:
 
 * **ours**: :func:`monai_adv.sweep.attack_sweep` with the paper's attacks (FGSM, BIM-10, PGD-10) and the ensemble
-  (APGD-CE, APGD-margin, Square; each run per eps only on the images every earlier attack left correct, reusing the
-  nested balls across eps), per-image seeds: the worst-case accuracy and the time of the whole grid;
+  (APGD-CE, APGD-margin, for ``K >= 4`` classes APGD-T on up to 9 runner-up classes, then Square; each run per eps
+  only on the images every earlier attack left correct, reusing the nested balls across eps), per-image seeds: the
+  worst-case accuracy and the time of the whole grid;
 * **theirs**: torchattacks 3.5.1's ``AutoAttack`` (``version="standard"``: APGD-CE, APGD-T, FAB-T, Square with 5000
   queries) run at each eps separately on all images, for ``K >= 3`` classes; for a binary model (where APGD-T and
   FAB-T refuse two classes) its ``APGD`` (CE) followed by ``Square`` on the images APGD left correct.
@@ -58,15 +59,17 @@ def load(bundle: str, checkpoint: Path, n: int) -> tuple[torch.nn.Module, torch.
 
 
 def ours(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, grid: list[float], apgd_steps: int,
-         square_queries: int) -> tuple[dict[float, float], float]:
-    from monai_adv.attacks import APGD, BIM, FGSM, PGD, Square
+         square_queries: int, classes: int) -> tuple[dict[float, float], float]:
+    from monai_adv.attacks import APGD, APGDT, BIM, FGSM, PGD, Square
     from monai_adv.attacks.seeding import key_of
     from monai_adv.sweep import WORST_CASE, attack_sweep
 
     attacks = {"FGSM": FGSM, "BIM": partial(BIM, steps=10), "PGD": partial(PGD, steps=10)}
-    ensemble = {"APGD-CE": partial(APGD, steps=apgd_steps), "APGD-margin": partial(APGD, steps=apgd_steps,
-                                                                                   loss="margin"),
-                "Square": partial(Square, queries=square_queries)}
+    ensemble = {"APGD-CE": partial(APGD, steps=apgd_steps),
+                "APGD-margin": partial(APGD, steps=apgd_steps, loss="margin")}
+    if classes >= 4:
+        ensemble["APGD-T"] = partial(APGDT, steps=apgd_steps, targets=min(9, classes - 1))
+    ensemble["Square"] = partial(Square, queries=square_queries)
     start = time.perf_counter()
     result = attack_sweep(model, x, y, attacks, grid, keys=[key_of(i) for i in range(len(x))], ensemble=ensemble)
     seconds = time.perf_counter() - start
@@ -119,9 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         clean = float((model(x).argmax(1) == y).float().mean())
     print(f"{args.bundle}: {len(x)} test images, {classes} classes, clean accuracy {100 * clean:.2f} %, "
           f"eps grid {grid}, {args.threads} thread(s)")
-    mine, my_time = ours(model, x, y, grid, args.apgd_steps, args.square_queries)
+    mine, my_time = ours(model, x, y, grid, args.apgd_steps, args.square_queries, classes)
     other, other_time, what = theirs(model, x, y, grid, classes)
-    print(f"ours: FGSM, BIM-10, PGD-10, then APGD-CE and APGD-margin ({args.apgd_steps} steps) and Square "
+    targeted = f", APGD-T on {min(9, classes - 1)} targets" if classes >= 4 else ""
+    print(f"ours: FGSM, BIM-10, PGD-10, then APGD-CE, APGD-margin{targeted} ({args.apgd_steps} steps) and Square "
           f"({args.square_queries} queries) on the images still correct, nested across eps")
     print(f"theirs: {what}, each eps separately")
     print(f"{'eps':>8} {'ours (%)':>10} {'theirs (%)':>11} {'ours - theirs':>14}")

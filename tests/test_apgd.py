@@ -130,3 +130,24 @@ def test_images_misclassified_before_the_attack_are_left_clean():
     wrong = (correct_labels(model, x) + 1) % 3
     result = APGD(model, 0.03, steps=5).run(x, wrong)
     assert bool(result.fooled.all()) and torch.equal(result.adv, x) and result.grad_passes == 0
+
+
+@pytest.mark.parametrize("restarts", [1, 2])
+def test_targeted_apgd_equals_torchattacks_from_the_same_start(restarts):
+    from monai_adv.attacks import APGDT
+
+    model = tiny_cnn(num_classes=5)
+    x = data(24)
+    y = correct_labels(model, x)
+    eps = 0.12
+    theirs = torchattacks.APGDT(model, norm="Linf", eps=eps, steps=8, n_restarts=restarts, seed=3, n_classes=5)(x, y)
+    torch.manual_seed(3)
+    result = APGDT(model, eps, steps=8, restarts=restarts).run(x, y)
+    broken = fooled(model, theirs, y)
+    assert 0 < int(broken.sum()) < len(x), "a test of equality needs broken and unbroken images"
+    assert torch.equal(result.fooled, broken)
+    assert torch.allclose(result.adv[broken], theirs[broken], atol=1e-6)
+    # four targets, each attacking only what the earlier ones left
+    assert result.grad_passes > 9 * len(x) * restarts
+    with pytest.raises(ValueError, match="at least 4 classes"):
+        APGDT(tiny_cnn(num_classes=3), eps)(x, correct_labels(tiny_cnn(num_classes=3), x))

@@ -1,15 +1,16 @@
-"""L-infinity adversarial attacks in the [0, 1] input space (FGSM, BIM, PGD, APGD, Square) and a torchattacks
+"""L-infinity adversarial attacks in the [0, 1] input space (FGSM, BIM, PGD, APGD, APGD-T, Square) and a torchattacks
 adapter.
 
 All attacks are callables ``attack(images, labels=None) -> adversarial images`` with torchattacks 3.5.1 semantics;
 see :mod:`monai_adv.attacks.base` for the shared conventions. One module per job: ``base`` (the call protocol,
-:class:`LinfAttack`), ``fgsm``, ``bim``, ``pgd``, ``apgd``, ``square`` (each attack's whole loop), ``checks`` (input
-checks), ``loss`` (losses and prediction), ``seeding`` (per-sample seeds), ``model_state`` (eval mode, parameter
-gradients), ``library`` (any torchattacks attack by name) and ``config`` (:class:`AttackConfig`,
+:class:`LinfAttack`), ``fgsm``, ``bim``, ``pgd``, ``apgd``, ``apgdt``, ``square`` (each attack's whole loop),
+``checks`` (input checks), ``loss`` (losses and prediction), ``seeding`` (per-sample seeds), ``model_state`` (eval
+mode, parameter gradients), ``library`` (any torchattacks attack by name) and ``config`` (:class:`AttackConfig`,
 :data:`AttackFactory`).
 """
 
 from .apgd import APGD
+from .apgdt import APGDT
 from .base import AttackResult, LinfAttack
 from .bim import BIM
 from .checks import RANGE_TOLERANCE, check_images, check_labels
@@ -29,6 +30,7 @@ __all__ = [
     "BIM",
     "PGD",
     "APGD",
+    "APGDT",
     "Square",
     "AttackConfig",
     "AttackFactory",

@@ -109,7 +109,7 @@ class APGD(LinfAttack):
         return grad.detach(), losses.detach(), logits.detach()
 
     def _start(self, images: torch.Tensor, eps: float | torch.Tensor, todo: torch.Tensor, restart: int) -> torch.Tensor:
-        """The random start of restart ``restart`` for the samples ``todo`` of the batch."""
+        """The random start of run ``restart`` for the samples ``todo`` of the batch."""
         x = images[todo]
         if self._seeds is None:
             t = (2 * torch.rand(x.shape) - 1).to(device=x.device, dtype=x.dtype)
@@ -118,6 +118,13 @@ class APGD(LinfAttack):
         largest = t.reshape(t.shape[0], -1).abs().amax(dim=1).reshape(-1, *[1] * (x.ndim - 1))
         return (x + take(eps, todo) * t / largest).clamp(0.0, 1.0)
 
+    def _runs(self, clean: torch.Tensor) -> int:
+        """How many runs the attack makes (APGD: its restarts), after reading the clean logits ``(B, K)``."""
+        return self.restarts
+
+    def _begin_run(self, run: int, todo: torch.Tensor) -> None:
+        """Prepare run ``run`` (0-based, also the stream of the random start) for the samples ``todo``."""
+
     def _attack(self, images: torch.Tensor, labels: torch.Tensor, eps: float | torch.Tensor) -> AttackResult:
         with torch.no_grad():
             clean = self._logits(images)
@@ -125,14 +132,17 @@ class APGD(LinfAttack):
         self._check_labels_once(clean, labels)
         fooled = predict(clean) != labels
         adv = images.clone()
+        runs = self._runs(clean)
+        self._begin_run(0, torch.arange(images.shape[0], device=images.device))
         loss = self._losses(clean, labels).detach()
         best_loss = torch.full_like(loss, float("-inf"))
-        for restart in range(self.restarts):
+        for run in range(runs):
             todo = (~fooled).nonzero()[:, 0]
             if todo.numel() == 0:
                 break
+            self._begin_run(run, todo)
             sub_eps = take(eps, todo)
-            start = self._start(images, eps, todo, restart)
+            start = self._start(images, eps, todo, run)
             best, hit, run_loss, hit_adv = self._single_run(images[todo], labels[todo], sub_eps, start)
             better = hit | (run_loss > best_loss[todo])
             adv[todo[better]] = torch.where(hit[better].view(-1, *[1] * (images.ndim - 1)), hit_adv[better],
