@@ -619,7 +619,12 @@ def distributed_initialize(single_process: list[str]) -> list[str]:
         *single_process,
     ]
 
-DISTRIBUTED_FINALIZE = ["$dist.is_initialized() and dist.destroy_process_group()"]
+# every rank waits for the others before the process group goes: a rank that tore gloo down while rank 0 was still
+# saving its checkpoint aborted ("terminate called without an active exception", SIGABRT) now and then
+DISTRIBUTED_FINALIZE = [
+    "$dist.is_initialized() and dist.barrier()",
+    "$dist.is_initialized() and dist.destroy_process_group()",
+]
 
 
 def rank_zero_only(handlers: list[Any], list_id: str) -> dict[str, str]:
