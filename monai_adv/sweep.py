@@ -236,11 +236,27 @@ def _attack_once(
             fooled = res.fooled  # the attack already scored its result against these labels
     else:
         adv = plain_tensor(attack(x, y))
+    return _scored(name, model, adv, x, y, eps, work, check_bound, fooled)
+
+
+def _scored(
+    name: str,
+    model: nn.Module,
+    adv: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    work: SweepWork,
+    check_bound: bool,
+    fooled: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The mask of the samples ``adv`` fools, after checking it lies in the eps-ball (``check_bound``); one scoring
+    forward pass (added to ``work``) unless the attack scored them already (``fooled``)."""
     if check_bound:
         _check_bound(name, adv, x, eps)
     if fooled is None:
         fooled = _fooled(model, adv, y)
-        work.forward_passes += idx.numel()
+        work.forward_passes += x.shape[0]
     return fooled
 
 
@@ -332,11 +348,7 @@ def _sweep_one(
                 direction[idx] = res.adv
                 work.grad_passes += res.grad_passes  # FGSM is a LinfAttack, so the count is known
                 work.forward_passes += res.forward_passes
-            adv = FGSM.step(x, direction[idx], eps)
-            if check_bound:
-                _check_bound(name, adv, x, eps)
-            fooled = _fooled(model, adv, y)
-            work.forward_passes += idx.numel()
+            fooled = _scored(name, model, FGSM.step(x, direction[idx], eps), x, y, eps, work, check_bound)
         else:
             fooled = _attack_once(name, attack, model, images, labels, idx, eps, work, check_bound, keys, seed)
         if reuse:
