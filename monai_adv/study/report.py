@@ -152,7 +152,7 @@ class _Bundle:
         self.column = self.paper.column if self.paper else None
         self.ours = f"ours (%), {data_label(bundle)}"
         self.theirs = f"paper (%), {self.paper.dataset}" if self.paper else "paper (%)"
-        sweep = _read_json(self.file("attack", "attack_sweep.json"))
+        self.sweep = sweep = _read_json(self.file("attack", "attack_sweep.json"))
         # the native scale the sweep attacked in (read off the bundle's own preprocessing for another bundle)
         scale = sweep.get("settings") or {}
         self.settings = {**bundle.settings,
@@ -198,15 +198,14 @@ class _Bundle:
             metrics = _read_json(path)
             return (f"- **Clean test accuracy, ours:** {_pct(metrics.get('accuracy'))} % (ROC AUC "
                     f"{metrics.get('roc_auc', float('nan')):.3f}, n = {metrics.get('n')})")
-        clean = next(r for r in _read_json(self.file("attack", "attack_sweep.json"))["rows"] if r["attack"] == "clean")
+        clean = next(r for r in self.sweep["rows"] if r["attack"] == "clean")
         return (f"- **Clean test accuracy, ours:** {_pct(clean['accuracy'])} % (n = {clean.get('n')}; the sweep's "
                 "clean pass: the bundle's own evaluation output is in its `evaluate` folder)")
 
     def chance_warning(self) -> list[str]:
         """A warning line when the model is no better than always answering one class (the sweep's clean accuracy at
         or below ``1 / K``): its robustness figures then say nothing."""
-        rows = _read_json(self.file("attack", "attack_sweep.json"))["rows"]
-        clean = next(r["accuracy"] for r in rows if r["attack"] == "clean")
+        clean = next(r["accuracy"] for r in self.sweep["rows"] if r["attack"] == "clean")
         names = self.settings.get("class_names")
         classes = len(names) if isinstance(names, (list, tuple)) and len(names) >= 2 else 2
         if clean is None or clean > 1.0 / classes + 1e-12:
@@ -217,7 +216,7 @@ class _Bundle:
     # Table 1, Figures 2 and 1 ----------------------------------------------------------------------------------------
 
     def table1(self) -> list[str]:
-        sweep = _read_json(self.file("attack", "attack_sweep.json"))
+        sweep = self.sweep
         rows = sweep["rows"]
         paper = TABLE1.get(self.column, {}) if self.column else {}
         units = _units(self.settings)
