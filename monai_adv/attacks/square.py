@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -141,13 +142,10 @@ class Square(LinfAttack):
         stripes = torch.where(draws[:, :columns] < 0.5, -1.0, 1.0).to(x.dtype)
         stripes = stripes.view(n, channels, *[1] * (dims - 1), spatial[-1])
         steps = draws[:, columns:].view(n, self.queries, dims + channels)
-        eps_view = eps if not isinstance(eps, torch.Tensor) else eps.view(n, *[1] * (x.ndim - 1))
-        low, high = x - eps_view, x + eps_view
-        x_best = (x + eps_view * stripes).clamp(0.0, 1.0)
+        low, high = x - eps, x + eps  # eps: a float, or (n, 1, ..., 1) as LinfAttack shapes it
+        x_best = (x + eps * stripes).clamp(0.0, 1.0)
         margin, loss = self._margin_and_loss(x_best, y)
-        voxels = 1
-        for size in spatial:
-            voxels *= size
+        voxels = math.prod(spatial)
         grids = [torch.arange(size, device=x.device) for size in spatial]
         for i in range(self.queries):
             live = (margin > 0).nonzero()[:, 0]
@@ -161,7 +159,7 @@ class Square(LinfAttack):
                 along = (grid >= start[:, None]) & (grid < start[:, None] + side)
                 inside &= along.view(live.numel(), *[1] * k, size, *[1] * (dims - k - 1))
             signs = torch.where(draw[:, dims:] < 0.5, -1.0, 1.0).to(x.dtype).view(-1, channels, *[1] * dims)
-            move = inside[:, None].to(x.dtype) * signs * 2.0 * take(eps_view, live)
+            move = inside[:, None].to(x.dtype) * signs * 2.0 * take(eps, live)
             candidate = torch.clamp(torch.min(torch.max(x_best[live] + move, low[live]), high[live]), 0.0, 1.0)
             new_margin, new_loss = self._margin_and_loss(candidate, y[live])
             improved = new_loss < loss[live]
