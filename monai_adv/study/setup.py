@@ -404,13 +404,14 @@ def prepare_foreign_bundle(
     overrides = {k: dict(v) for k, v in (overrides or {}).items()}
     setup = BundleSetup(root.name, config_dir, "bundle", Path(), "", {}, overrides, configs=configs, foreign=True,
                         cwd=root)
+    # the train config as the bundle has it, with the user's values: its data folder, classes and network
+    own = _parser([configs["train"]], {**setup.overrides_for("train"), "bundle_root": str(root)})
     if not any("adv_class_names" in values for values in overrides.values()):
-        names = _metadata_class_names(setup)
+        names = _metadata_class_names(config_dir, _value(own, "num_classes"))
         if names is not None:  # the bundle's own names for its outputs, as its metadata.json declares them
             overrides.setdefault(ALL_STAGES, {})["adv_class_names"] = names
     if dataset_dir is None:
-        parser = _parser([configs["train"]], {**setup.overrides_for("train"), "bundle_root": str(root)})
-        value = _value(parser, "dataset_dir")
+        value = _value(own, "dataset_dir")
         if not isinstance(value, str) or not (root / value).is_dir():
             raise FileNotFoundError(f"{root.name}: the bundle's dataset_dir ({value}) is not a folder here: pass "
                                     "--dataset_dir")
@@ -433,7 +434,7 @@ def prepare_foreign_bundle(
     adversarial = setup.config_values("adversarial_train", ["adv_eps", "adv_attack", "adv_ratio", "adv_steps"])
     names = setup.config_values("attack", ["adv_class_names"])["adv_class_names"]
     setup.settings = {
-        "profile": "bundle", **train, "class_names": names, "network": _network_name(setup),
+        "profile": "bundle", **train, "class_names": names, "network": _network_name(own),
         "checkpoint": setup.checkpoint is not None,
         "adversarial": adversarial, **_overlay_settings(setup),
     }
@@ -454,22 +455,20 @@ def _check_checkpoint_fits(setup: BundleSetup) -> None:
         raise CheckpointError(f"--checkpoint does not fit this bundle's network: {error}") from error
 
 
-def _metadata_class_names(setup: BundleSetup) -> list[str] | None:
+def _metadata_class_names(config_dir: Path, num_classes: Any) -> list[str] | None:
     """The class names of ``configs/metadata.json`` (``network_data_format.outputs.pred.channel_def``), when it
     names exactly the train config's ``num_classes`` classes ``0 .. K-1``; else ``None``."""
     try:
-        metadata = json.loads((setup.config_dir / "metadata.json").read_text(encoding="utf-8"))
+        metadata = json.loads((config_dir / "metadata.json").read_text(encoding="utf-8"))
         channels = metadata["network_data_format"]["outputs"]["pred"]["channel_def"]
         names = [str(channels[str(k)]) for k in range(len(channels))]
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    parser = _parser([setup.configs["train"]], {**setup.overrides_for("train"), "bundle_root": str(setup.bundle_root)})
-    return names if len(names) >= 2 and _value(parser, "num_classes") == len(names) else None
+    return names if len(names) >= 2 and num_classes == len(names) else None
 
 
-def _network_name(setup: BundleSetup) -> str | None:
-    """The class the train config's ``network_def`` instantiates, as written there."""
-    parser = _parser([setup.configs["train"]], {})
-    definition = parser["network_def"] if "network_def" in parser else None
+def _network_name(train: Any) -> str | None:
+    """The class the train config's ``network_def`` instantiates, as written there (``train``: its parser)."""
+    definition = train["network_def"] if "network_def" in train else None
     target = definition.get("_target_") if isinstance(definition, dict) else None
     return str(target) if target else None
