@@ -60,16 +60,12 @@ def load(bundle: str, checkpoint: Path, n: int) -> tuple[torch.nn.Module, torch.
 
 def ours(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, grid: list[float], apgd_steps: int,
          square_queries: int, classes: int) -> tuple[dict[float, float], float]:
-    from monai_adv.attacks import APGD, APGDT, BIM, FGSM, PGD, Square
+    from monai_adv.attacks import BIM, FGSM, PGD, worst_case_ensemble
     from monai_adv.attacks.seeding import key_of
     from monai_adv.sweep import WORST_CASE, attack_sweep
 
     attacks = {"FGSM": FGSM, "BIM": partial(BIM, steps=10), "PGD": partial(PGD, steps=10)}
-    ensemble = {"APGD-CE": partial(APGD, steps=apgd_steps),
-                "APGD-margin": partial(APGD, steps=apgd_steps, loss="margin")}
-    if classes >= 4:
-        ensemble["APGD-T"] = partial(APGDT, steps=apgd_steps, targets=min(9, classes - 1))
-    ensemble["Square"] = partial(Square, queries=square_queries)
+    ensemble = worst_case_ensemble(classes, apgd_steps, square_queries)
     start = time.perf_counter()
     result = attack_sweep(model, x, y, attacks, grid, keys=[key_of(i) for i in range(len(x))], ensemble=ensemble)
     seconds = time.perf_counter() - start

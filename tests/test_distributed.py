@@ -257,7 +257,7 @@ def writers(folder: Path) -> set[str]:
 def test_sweep_and_triage_under_torchrun_equal_the_single_process_run(bundle_data, tmp_path):
     """The attack_sweep and triage overlays in one evaluator run (both handlers attached, to start Python twice
     instead of four times), once in one process and once under torchrun with 2 gloo processes and the multi-GPU
-    configs: every output file is byte-identical."""
+    configs: every output file is byte-identical, the worst case of the default ensemble included."""
     both = tmp_path / "both.json"
     both.write_text(json.dumps({"run": ["$@attack_sweep.attach(@adv_evaluator)", "$@triage.attach(@adv_evaluator)",
                                         "$@adv_evaluator.run()"]}))
@@ -279,6 +279,9 @@ def test_sweep_and_triage_under_torchrun_equal_the_single_process_run(bundle_dat
     assert sweep["sweep"]["n"] == 22 and sweep["all_checks_passed"], sweep["checks"]
     accuracy = sweep["sweep"]["accuracy"]["PGD"]
     assert accuracy[0] > accuracy[-1]  # the sweep is not trivial
+    # the default worst case (APGD-CE, APGD-margin, Square) ran on what the paper's attacks left, in both runs alike
+    assert list(sweep["sweep"]["ensemble_broken"]) == ["APGD-CE", "APGD-margin", "Square"]
+    assert all(w <= p for w, p in zip(sweep["sweep"]["accuracy"]["worst case"], accuracy))
     rows = (single / "sensitivity.csv").read_text().splitlines()
     ids = [r.split(",")[0] for r in rows[1:]]
     assert len(ids) == 22 and ids == sorted(ids)

@@ -37,8 +37,9 @@ from monai.transforms import Compose
 from monai.utils import convert_to_tensor
 from torch import nn
 
+from monai_adv.attacks import worst_case_ensemble
 from monai_adv.attacks.seeding import key_of
-from monai_adv.sweep import attack_sweep
+from monai_adv.sweep import WORST_CASE, attack_sweep
 
 from foreign_data import BUILDERS, SPLITS
 
@@ -51,6 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FOREIGN = ROOT / "tests" / "foreign_bundles"
 OVERLAY_DIR = ROOT / "monai_adv" / "overlays"
 N_TEST = SPLITS["testing"]
+SQUARE_QUERIES = 50  # the overlays' default ensemble with a smaller black-box budget, to keep the suite short
 CSV_COLUMNS = ["attack", "eps", "eps_native", "accuracy", "n", "correct"]
 
 
@@ -196,7 +198,7 @@ class Runs:
         def make() -> tuple[Path, str]:
             bundle, work = BUNDLES[name], self.trained(name)
             out = work / "adv" / overlay
-            overrides = {**bundle.overrides, "adv_output_dir": str(out)}
+            overrides = {**bundle.overrides, "adv_output_dir": str(out), "square_queries": SQUARE_QUERIES}
             if overlay == "adversarial_train":
                 overrides = {bundle.epochs_id: bundle.adv_epochs, "adv_output_dir": str(out)}
                 clean = sha256(work / "models" / "model.pt")
@@ -295,9 +297,20 @@ def overlay_defaults() -> tuple[dict[str, Any], list[float]]:
 
 
 def direct_sweep(ref: Reference, eps_grid: list[float]):
+    """The overlays' default sweep written out: their attacks, then the worst case of the default ensemble (with
+    the test's Square budget) for the network's number of classes."""
     attacks, _ = overlay_defaults()
+    with torch.no_grad():
+        classes = ref.model(ref.images[:1]).shape[1]
+    ensemble = worst_case_ensemble(classes, square_queries=SQUARE_QUERIES)
     return attack_sweep(ref.model, ref.images, ref.labels, attacks, eps_grid, keys=[key_of(i) for i in ref.ids],
-                        seed=0)
+                        seed=0, ensemble=ensemble)
+
+
+def sweep_rows(grid: list[float]) -> list[tuple[str, float]]:
+    """``(attack, eps)`` of the rows of an overlay's sweep, in order: clean, every attack, the worst case."""
+    attacks, _ = overlay_defaults()
+    return [("clean", 0.0)] + [(a, e) for a in [*attacks, WORST_CASE] for e in grid]
 
 
 def sweep_accuracies(rows: list[dict[str, str]]) -> dict[tuple[str, float], tuple[float, int, int]]:
@@ -345,11 +358,9 @@ def test_sweep_equals_the_direct_attack_in_window_units(name, runs):
     out, _ = runs.overlay(name, "attack_sweep")
     rows = read_csv(out / "attack_sweep.csv")
     assert list(rows[0]) == CSV_COLUMNS
-    attacks, default_grid = overlay_defaults()
+    _, default_grid = overlay_defaults()
     grid = bundle.overrides.get("eps_grid", default_grid)
-    assert [(r["attack"], float(r["eps"])) for r in rows] == [("clean", 0.0)] + [
-        (a, e) for a in attacks for e in grid
-    ]
+    assert [(r["attack"], float(r["eps"])) for r in rows] == sweep_rows(grid)
     assert {int(r["n"]) for r in rows} == {N_TEST}
     clean = evaluate_accuracy(runs.trained(name))
     assert float(rows[0]["accuracy"]) == pytest.approx(clean)
@@ -415,14 +426,11 @@ def test_comparison_equals_the_direct_attack_on_both_models(name, runs):
     out, _ = runs.overlay(name, "compare")
     rows = read_csv(out / "robustness_comparison.csv")
     grid = compare_grid(bundle)
-    attacks, _ = overlay_defaults()
     models = {"original": "model.pt", "adversarially trained": "model_adversarial.pt"}
     assert sorted({r["model"] for r in rows}) == sorted(models)
     for model, ckpt in models.items():
         mine = [r for r in rows if r["model"] == model]
-        assert [(r["attack"], float(r["eps"])) for r in mine] == [("clean", 0.0)] + [
-            (a, e) for a in attacks for e in grid
-        ]
+        assert [(r["attack"], float(r["eps"])) for r in mine] == sweep_rows(grid)
         assert {int(r["n"]) for r in mine} == {N_TEST}
         got = {k: v[1] for k, v in sweep_accuracies(mine).items()}
         assert got == direct_counts(bundle, work, runs.data(name), ckpt, grid), model

@@ -43,7 +43,8 @@ def tree_digest(folder: Path) -> dict[str, str]:
 def study(bundle: Path, output: Path, *extra: str) -> subprocess.CompletedProcess:
     """``scripts/run_study.py --bundle_root`` in a subprocess started in the output's parent (not our checkout)."""
     command = [sys.executable, str(ROOT / "scripts" / "run_study.py"), "--bundle_root", str(bundle), "--dataset_dir",
-               str(bundle.parent / "data"), "--output", str(output), "--threads", "1", "--set", "epochs=2", *extra]
+               str(bundle.parent / "data"), "--output", str(output), "--threads", "1", "--set", "epochs=2",
+               "--set", "square_queries=50", *extra]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.run(command, capture_output=True, text=True, cwd=output.parent, env=env, timeout=600)
 
@@ -83,6 +84,8 @@ def test_the_whole_study_on_another_bundle_writes_the_report_and_resumes(bundle,
     assert f"{100 * float(sweep[0]['accuracy']):.2f} % (n = {SPLITS['testing']}; the sweep's clean pass" in section
     for heading in ("### Table 1", "### Table S5", "### Table 2"):
         assert heading in section
+    assert {r["attack"] for r in sweep} == {"clean", "FGSM", "BIM", "PGD", "worst case"}  # the ensemble is on
+    assert section.count("PGD-10 overstates robustness by") == 2  # the sweep and the comparison
     assert "PaperVGG16" not in section and "20 % validation" not in section and "LIDC" not in section
     assert "--bundle_root <" + NAME + ">" in report and str(tmp_path) not in report
     for figure in ("figure1-adversarial-examples", "figure2-accuracy-vs-eps", "figure3-before-after", "triage"):

@@ -155,6 +155,21 @@ def test_the_worst_case_row_and_pgds_overstatement_are_reported(tmp_path):
            "+0.00 at eps 0.002; +10.00 at eps 0.004." in text
 
 
+def test_the_comparison_shows_the_worst_case_of_both_models_and_pgds_overstatement(tmp_path):
+    folder = stage_outputs(tmp_path / "study" / "theirs")
+    with (folder / "compare" / "robustness_comparison.csv").open("a", newline="") as handle:
+        csv.writer(handle).writerows([["original", "worst case", 0.002, 0.3], ["original", "worst case", 0.003, 0.2],
+                                      ["adversarially trained", "worst case", 0.002, 0.35],
+                                      ["adversarially trained", "worst case", 0.003, 0.3]])
+    data = {"label": "data set `mine`", "short": "data set `mine`", "name": "mine"}
+    bundle = BundleReport("theirs", folder, data, {"class_names": ["a", "b"]}, True)
+    compare_datasets({"theirs": SWEEP}, {"theirs": True}, {"theirs": None}, tmp_path / "study" / "compare_datasets")
+    text = write_report(tmp_path / "study" / "report", [bundle], tmp_path / "study" / "compare_datasets").read_text()
+    assert "| worst case | 0.003 | 20.00 | 30.00 | +10.00 |" in text
+    assert "PGD-10 overstates robustness by (points of accuracy, PGD minus worst case): original: +0.00 at eps " \
+           "0.002; +5.00 at eps 0.003; adversarially trained: +15.00 at eps 0.002; +15.00 at eps 0.003." in text
+
+
 def test_a_model_at_chance_is_flagged_before_its_robustness_figures(tmp_path):
     folder = stage_outputs(tmp_path / "study" / "theirs")
     at_chance = [dict(r, accuracy=0.5) for r in SWEEP]

@@ -5,17 +5,20 @@ gradient attacks could not."""
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 
 import pytest
 import torch
 
-from monai_adv.attacks import APGD, BIM, FGSM, PGD, Square
+from monai_adv.attacks import APGD, APGDT, BIM, FGSM, PGD, Square, worst_case_ensemble
 from monai_adv.attacks.seeding import key_of
 from monai_adv.sweep import WORST_CASE, attack_sweep, sweep_checks
 from test_apgd import correct_labels, data, tiny_cnn
 from test_square import Quantised
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+ROOT = Path(__file__).resolve().parents[1]
 
 ATTACKS = {"FGSM": FGSM, "BIM": partial(BIM, steps=5), "PGD": partial(PGD, steps=5)}
 ENSEMBLE = {"APGD-CE": partial(APGD, steps=10), "APGD-margin": partial(APGD, steps=10, loss="margin"),
@@ -80,3 +83,36 @@ def test_ensemble_names_must_not_clash_with_the_attacks():
     x = data(4)
     with pytest.raises(ValueError, match="need names of their own"):
         attack_sweep(model, x, correct_labels(model, x), ATTACKS, GRID, ensemble={"PGD": APGD})
+
+
+def test_default_ensemble_runs_autoattacks_order_and_adds_apgdt_from_four_classes():
+    two = worst_case_ensemble(2)
+    assert list(two) == ["APGD-CE", "APGD-margin", "Square"]
+    assert two["APGD-margin"].keywords == {"steps": 10, "loss": "margin"}
+    assert two["Square"].keywords == {"queries": 1000}
+    ten = worst_case_ensemble(10, apgd_steps=5, square_queries=300)
+    assert list(ten) == ["APGD-CE", "APGD-margin", "APGD-T", "Square"]
+    assert ten["APGD-T"].func is APGDT and ten["APGD-T"].keywords == {"steps": 5, "targets": 9}
+    assert worst_case_ensemble(4)["APGD-T"].keywords["targets"] == 3
+    assert "APGD-T" not in worst_case_ensemble(3)
+    with pytest.raises(ValueError, match="square_queries must be a positive integer, got 0"):
+        worst_case_ensemble(2, square_queries=0)
+
+
+@pytest.mark.parametrize("profile, queries", [((), 1000), (("demo.json",), 100)])
+def test_the_overlays_run_the_worst_case_by_default(profile, queries):
+    """Every sweep of the overlays (attack_sweep, compare) completes the worst case unless ``ensemble`` is set to
+    null; the CPU demo profile lowers Square's budget."""
+    from monai.bundle import ConfigParser
+
+    from monai_adv.overlays import overlay_files
+
+    configs = ROOT / "bundles" / "lung_nodule_ct_classification" / "configs"
+    parser = ConfigParser()
+    parser.read_config([str(configs / "train.json"), *map(str, overlay_files("attack_sweep")),
+                        str(configs / "adversarial.json"), *(str(configs / name) for name in profile)])
+    parser["adv_class_names"] = ["benign", "malignant"]  # the bundle reads them from its data list
+    ensemble = parser.get_parsed_content("ensemble")
+    assert list(ensemble) == ["APGD-CE", "APGD-margin", "Square"]
+    assert ensemble["Square"].keywords == {"queries": queries}
+    assert parser["attack_sweep"]["ensemble"] == "@ensemble"

@@ -5,8 +5,8 @@ All attacks are callables ``attack(images, labels=None) -> adversarial images`` 
 see :mod:`monai_adv.attacks.base` for the shared conventions. One module per job: ``base`` (the call protocol,
 :class:`LinfAttack`), ``fgsm``, ``bim``, ``pgd``, ``apgd``, ``apgdt``, ``square`` (each attack's whole loop),
 ``checks`` (input checks), ``loss`` (losses and prediction), ``seeding`` (per-sample seeds), ``model_state`` (eval
-mode, parameter gradients), ``library`` (any torchattacks attack by name) and ``config`` (:class:`AttackConfig`,
-:data:`AttackFactory`).
+mode, parameter gradients), ``library`` (any torchattacks attack by name), ``config`` (:class:`AttackConfig`,
+:data:`AttackFactory`) and ``ensemble`` (the default worst-case ensemble).
 """
 
 from .apgd import APGD
@@ -15,6 +15,7 @@ from .base import AttackResult, LinfAttack
 from .bim import BIM
 from .checks import RANGE_TOLERANCE, check_images, check_labels
 from .config import AttackConfig, AttackFactory
+from .ensemble import APGDT_MIN_CLASSES, worst_case_ensemble
 from .fgsm import FGSM
 from .library import LibraryAttack, TwoLogits, UnsupportedAttackError, library_attack_names
 from .loss import classification_loss, predict
@@ -34,6 +35,8 @@ __all__ = [
     "Square",
     "AttackConfig",
     "AttackFactory",
+    "APGDT_MIN_CLASSES",
+    "worst_case_ensemble",
     "LibraryAttack",
     "TwoLogits",
     "UnsupportedAttackError",

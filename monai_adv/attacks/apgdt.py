@@ -14,6 +14,9 @@ from .loss import num_classes
 __all__ = ["APGDT"]
 
 
+MIN_CLASSES = 4
+"""Fewest classes APGD-T attacks: its targeted DLR loss reads the target and three more logits."""
+
 class APGDT(APGD):
     r"""APGD-T, Croce and Hein (ICML 2020): for each of the ``targets`` classes ranked 2nd, 3rd, ... by the clean
     logits, an :class:`~monai_adv.attacks.APGD` run (same steps, momentum, checkpoints and restarts) that maximises
@@ -60,8 +63,8 @@ class APGDT(APGD):
 
     def _runs(self, clean: torch.Tensor) -> int:
         classes = num_classes(clean)
-        if classes < 4:
-            raise ValueError(f"APGD-T's targeted DLR loss needs at least 4 classes, the model has {classes}: use APGD "
+        if classes < MIN_CLASSES:
+            raise ValueError(f"APGD-T's targeted DLR loss needs at least {MIN_CLASSES} classes, the model has {classes}: use APGD "
                              "with the margin loss")
         self._ranked = clean.argsort(dim=1)
         return min(self.targets or classes - 1, classes - 1) * self.restarts
