@@ -64,8 +64,8 @@ class APGDT(APGD):
     def _runs(self, clean: torch.Tensor) -> int:
         classes = num_classes(clean)
         if classes < MIN_CLASSES:
-            raise ValueError(f"APGD-T's targeted DLR loss needs at least {MIN_CLASSES} classes, the model has {classes}: use APGD "
-                             "with the margin loss")
+            raise ValueError(f"APGD-T's targeted DLR loss needs at least {MIN_CLASSES} classes, the model has "
+                             f"{classes}: use APGD with the margin loss")
         self._ranked = clean.argsort(dim=1)
         return min(self.targets or classes - 1, classes - 1) * self.restarts
 
