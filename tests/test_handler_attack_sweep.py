@@ -70,7 +70,7 @@ class OfU(nn.Module):
         return self.net(self.to_network(u))
 
 
-def run_sweep(net: nn.Module, x: torch.Tensor, labels: torch.Tensor, folder, **kwargs) -> AttackSweep:
+def run_sweep(net: nn.Module, x: torch.Tensor, labels: torch.Tensor, folder, grid=GRID, **kwargs) -> AttackSweep:
     items = [{"image": x[i], "label": labels[i], "id": f"case-{i:02d}"} for i in range(len(x))]
     evaluator = SupervisedEvaluator(
         device=torch.device("cpu"), val_data_loader=DataLoader(items, batch_size=4), network=net,
@@ -79,7 +79,7 @@ def run_sweep(net: nn.Module, x: torch.Tensor, labels: torch.Tensor, folder, **k
         key_val_metric={"acc": Accuracy(output_transform=from_engine(["pred", "label"]))},
     )
     kwargs = {"large_eps": None, "n_examples": 0, **kwargs}
-    sweep = AttackSweep(ATTACKS, GRID, str(folder), ["a", "b"], **kwargs)
+    sweep = AttackSweep(ATTACKS, grid, str(folder), ["a", "b"], **kwargs)
     sweep.attach(evaluator)
     evaluator.run()
     return sweep

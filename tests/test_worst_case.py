@@ -4,6 +4,7 @@ gradient attacks could not."""
 
 from __future__ import annotations
 
+import json
 from functools import partial
 from pathlib import Path
 
@@ -116,3 +117,26 @@ def test_the_overlays_run_the_worst_case_by_default(profile, queries):
     assert list(ensemble) == ["APGD-CE", "APGD-margin", "Square"]
     assert ensemble["Square"].keywords == {"queries": queries}
     assert parser["attack_sweep"]["ensemble"] == "@ensemble"
+
+
+def test_the_study_report_names_the_gradient_masking_the_sweep_found(tmp_path):
+    """The masked model through the AttackSweep handler on a tiny evaluator, then the study report built on its
+    attack_sweep.json: the failed check and its verdict are printed beside Table 1."""
+    from monai_adv.study.compare_datasets import compare_datasets
+    from monai_adv.study.report import BundleReport, write_report
+    from test_handler_attack_sweep import run_sweep
+    from test_study_report import stage_outputs
+
+    masked = Quantised(tiny_cnn(num_classes=2))
+    x = data(24)
+    folder = stage_outputs(tmp_path / "study" / "mine")
+    run_sweep(masked, x, correct_labels(masked, x), folder / "attack", grid=[0.15], ensemble=ENSEMBLE,
+              black_box="Square")
+    sweep = json.loads((folder / "attack" / "attack_sweep.json").read_text())
+    assert sweep["checks"]["black_box_ge_white_box"]["passed"] is False
+    data_set = {"label": "data set `mine`", "short": "data set `mine`", "name": "mine"}
+    bundle = BundleReport("mine", folder, data_set, {"class_names": ["a", "b"]}, True)
+    compare_datasets({"mine": sweep["rows"]}, {"mine": True}, {"mine": None}, tmp_path / "study" / "compare_datasets")
+    text = write_report(tmp_path / "study" / "report", [bundle], tmp_path / "study" / "compare_datasets").read_text()
+    assert "Sweep sanity checks: FAILED: black_box_ge_white_box (" in text
+    assert "gradient masking suspected" in text
