@@ -273,7 +273,7 @@ def test_demo_attack_sweep(bundle, trained, demo_dir):
     run_bundle(study(bundle, "attack_sweep", "demo"), out, demo_dir)
     rows = list(csv.DictReader((out / "attack_sweep.csv").open()))
     assert [(r["attack"], float(r["eps"])) for r in rows] == [("clean", 0.0)] + [
-        (a, e) for a in ("FGSM", "BIM", "PGD") for e in (0.001, 0.002, 0.004, 0.006)
+        (a, e) for a in ("FGSM", "BIM", "PGD", "worst case") for e in (0.001, 0.002, 0.004, 0.006)
     ]
     metrics = json.loads((out / "metrics.json").read_text())
     assert float(rows[0]["accuracy"]) == pytest.approx(metrics["accuracy"])
@@ -281,10 +281,11 @@ def test_demo_attack_sweep(bundle, trained, demo_dir):
     for row in rows:
         assert float(row["eps_native"]) == pytest.approx(float(row["eps"]) * per_unit)
         assert int(row["n"]) == metrics["n"]
-    for attack in ("FGSM", "BIM", "PGD"):
+    for attack in ("FGSM", "BIM", "PGD", "worst case"):
         accuracy = [float(r["accuracy"]) for r in rows if r["attack"] in ("clean", attack)]
         assert accuracy == sorted(accuracy, reverse=True), (attack, accuracy)
     report = json.loads((out / "attack_sweep.json").read_text())
+    assert report["checks"]["worst_case_le_each"]["passed"], report["checks"]["worst_case_le_each"]
     assert report["checks"]["eps0_is_clean"]["passed"] and report["checks"]["monotone"]["passed"]
     assert report["checks"]["large_eps"]["passed"], report["checks"]["large_eps"]
     for png in ("attack_sweep.png", "adversarial_examples.png"):
@@ -382,7 +383,7 @@ def test_adversarial_training_never_reads_the_test_split_and_feeds_the_compariso
     grid = sorted({0.001, 0.002, 0.004, 0.006, eps})
     for model in ("original", "adversarially trained"):
         mine = [(r["attack"], float(r["eps"])) for r in rows if r["model"] == model]
-        assert mine == [("clean", 0.0)] + [(a, e) for a in ("FGSM", "BIM", "PGD") for e in grid]
+        assert mine == [("clean", 0.0)] + [(a, e) for a in ("FGSM", "BIM", "PGD", "worst case") for e in grid]
     metrics = json.loads((out / "metrics.json").read_text())
     original_clean = next(float(r["accuracy"]) for r in rows if r["model"] == "original" and r["attack"] == "clean")
     assert original_clean == pytest.approx(metrics["accuracy"])
