@@ -11,11 +11,11 @@ from .apgd import APGD
 from .checks import positive_int
 from .loss import num_classes
 
-__all__ = ["APGDT"]
-
+__all__ = ["APGDT", "MIN_CLASSES"]
 
 MIN_CLASSES = 4
 """Fewest classes APGD-T attacks: its targeted DLR loss reads the target and three more logits."""
+
 
 class APGDT(APGD):
     r"""APGD-T, Croce and Hein (ICML 2020): for each of the ``targets`` classes ranked 2nd, 3rd, ... by the clean
