@@ -40,7 +40,7 @@ SPREAD = 0.55  # latent-score spread: an observer knowing the score is right wit
 DEFAULT_PATIENTS = 300
 TEXTURE_HU = 65.0  # standard deviation (HU) of the internal heterogeneity at t = 1
 TEXTURE_SIGMA = 1.0  # correlation length (pixels) of the heterogeneity field
-DIAMETER_MM = (20.0, 2.2)  # nodule diameter, mean and standard deviation (clipped to 2.7 standard deviations), both classes
+DIAMETER_MM = (20.0, 2.2)  # nodule diameter (mm), mean and standard deviation, clipped at 2.7 sd; both classes
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 
 
