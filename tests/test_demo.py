@@ -125,14 +125,15 @@ def test_default_size_and_split(name):
     module = MODULES[name]
     plan = _common.crops_per_patient(0, module.CODE, module.DEFAULT_PATIENTS)
     total = sum(n for _, n in plan)
-    assert 360 <= total <= 480
+    assert abs(total - 2 * module.DEFAULT_PATIENTS) <= 0.15 * 2 * module.DEFAULT_PATIENTS  # 1-3 crops, 2 on average
     assert sum(n for label, n in plan if label == 0) == total // 2
 
 
 def test_full_size_ct(full_ct):
     datalist = _load(full_ct)
-    assert 360 <= len(_items(datalist)) <= 480
-    assert 120 <= len(datalist["test"]) <= 160
+    n = len(_items(datalist))
+    assert abs(n - 2 * lung_ct.DEFAULT_PATIENTS) <= 0.15 * 2 * lung_ct.DEFAULT_PATIENTS
+    assert 0.28 * n <= len(datalist["test"]) <= 0.39 * n  # a third, split by patient
     assert Counter(i["label"] for i in datalist["test"])[0] == pytest.approx(len(datalist["test"]) / 2, abs=8)
 
 
@@ -146,7 +147,7 @@ def test_ct_files_are_dicom_ct_in_hounsfield_units(small_sets):
         assert ds.Modality == "CT" and ds.PhotometricInterpretation == "MONOCHROME2"
         assert float(ds.RescaleIntercept) == -1024 and float(ds.RescaleSlope) == 1
         assert ds.pixel_array.dtype == np.uint16 and ds.Rows == ds.Columns == 64
-        assert all(0.5 < float(v) < 1.0 for v in ds.PixelSpacing)
+        assert all(0.4 < float(v) < 1.0 for v in ds.PixelSpacing)
         assert str(ds.PatientID).startswith("DEMO-CT-") and str(ds.PatientName).startswith("Demo^Patient")
         assert ds.PatientBirthDate == "19700101"
         assert pseudonymise(str(ds.PatientID), salt=DEMO_SALT) == item["patient_id"]  # only the pseudonym
