@@ -252,6 +252,7 @@ def common_ids(name: str, spec: dict[str, Any]) -> dict[str, Any]:
         "intensity_transform": spec["intensity_transform"],
         "network_width": 1.0,
         "network_dropout": 0.5,
+        "network_batch_norm": False,
         "pretrained_path": None,
         "network_def": {
             "_target_": "monai_adv.networks.PaperVGG16",
@@ -261,6 +262,7 @@ def common_ids(name: str, spec: dict[str, Any]) -> dict[str, Any]:
             "input_size": "@image_size",
             "width": "@network_width",
             "dropout": "@network_dropout",
+            "batch_norm": "@network_batch_norm",
             "norm_mean": 0.5,
             "norm_std": 0.25,
             "pretrained_path": "@pretrained_path",
@@ -274,7 +276,11 @@ def common_ids(name: str, spec: dict[str, Any]) -> dict[str, Any]:
             "network": "@network_def",
             "class_names": "@class_names",
             "required": "@require_model_identity",
-            "settings": {"image_size": "@image_size", "network_width": "@network_width"},
+            "settings": {
+                "image_size": "@image_size",
+                "network_width": "@network_width",
+                "network_batch_norm": "@network_batch_norm",
+            },
         },
     }
 
