@@ -94,6 +94,7 @@ SPECS: dict[str, dict[str, Any]] = {
                 "(at the full rate it collapsed to one class) for at most 30 epochs (the main job's 5-minute budget)"
             ),
             "network_dropout": 0.0,
+            "network_batch_norm": True,
             "max_epochs": 50,
             "patience": 15,
             "adv_learning_rate": "$@learning_rate / 3",

@@ -452,7 +452,8 @@ def test_another_bundles_checkpoint_stops_the_run_by_name(trained, demo_dir, tmp
     result = run_python_m(command, env=env, cwd=ROOT / "bundles" / bundle)
     assert result.returncode != 0
     last = result.stderr[result.stderr.rindex("\nmonai_adv.checkpoints.CheckpointError: "):]
-    assert "trained with image_size=[32, 32], network_width=0.125; this run builds image_size=[224, 224]" in last
+    assert ("trained with image_size=[32, 32], network_batch_norm=True, network_width=0.125; this run builds "
+            "image_size=[224, 224], network_batch_norm=False, network_width=1.0") in last
     assert "configs/demo.json" in last and not (tmp_path / "infer" / "predictions.csv").exists()
 
 
