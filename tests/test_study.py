@@ -109,23 +109,24 @@ def small_data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, small_data) -> dict:
-    """Run A straight through and, at the same time, run B killed twice and restarted; return their outputs."""
+    """Run A straight through with two stages at a time and, at the same time, run B one stage at a time, killed twice
+    and restarted; return their outputs."""
     root = tmp_path_factory.mktemp("study")
     a, b = root / "A", root / "B"
-    straight = start(a, small_data)
+    straight = start(a, small_data, "--jobs", "2")
     # B, kill 1: in the middle of the attack sweep (a stage that is redone from its start)
-    process = start(b, small_data)
+    process = start(b, small_data, "--jobs", "1")
     wait_for(lambda: (b / BUNDLE / ".attack.partial" / "attack.log").is_file(), process, "the attack stage")
     time.sleep(1.0)
     kill(process, b)
     killed_in_attack = dict(stages(b))
     # B, kill 2: in the middle of adversarial training, after it saved an epoch (it continues from there)
-    process = start(b, small_data)
+    process = start(b, small_data, "--jobs", "1")
     wait_for(lambda: resume_epoch(b, "adversarial_train") >= 1, process, "an adversarial-training epoch")
     kill(process, b)
     killed_in_training = dict(stages(b))
     resumable = resume_epoch(b, "adversarial_train")
-    log_b = finish(start(b, small_data), b)
+    log_b = finish(start(b, small_data, "--jobs", "1"), b)
     log_a = finish(straight, a)
     return {"A": a, "B": b, "log_A": log_a, "log_B": log_b, "killed_in_attack": killed_in_attack,
             "killed_in_training": killed_in_training, "resumable_epoch": resumable, "data": small_data}
@@ -148,7 +149,11 @@ def test_killed_study_resumes_and_ends_with_the_same_report(runs):
     assert final["adversarial_train"]["resumed_after_epoch"] == runs["resumable_epoch"] >= 1
     assert f"adversarial_train (adversarially train): resuming after epoch {runs['resumable_epoch']}" in runs["log_B"]
     assert not list((b / BUNDLE).glob(".*.partial")), "a partial stage folder was left behind"
-    # the same outputs, byte for byte, and the same report
+    assert "[study] running up to 2 stages at a time" in runs["log_A"] and "at a time" not in runs["log_B"]
+    # A's adversarial training (the longest chain) started beside the evaluation, before it ended
+    log_a = runs["log_A"]
+    assert log_a.index("adversarial_train (adversarially train): running") < log_a.index("evaluate: done")
+    # the same outputs, byte for byte, and the same report, from stages run two at a time (A) and one at a time (B)
     for stage, entry in stages(a).items():
         for path, digest in entry["outputs"].items():
             if not path.endswith(".png"):
