@@ -84,6 +84,27 @@ SPECS: dict[str, dict[str, Any]] = {
         "batch_size": 50, "max_epochs": 200, "patience": 50, "learning_rate": 0.0002, "lr_decay": 1e-6, "momentum": 0.9,
         "adv_eps": 0.003, "adv_max_epochs": 200,
         "triage_eps_max": 0.02,
+        "demo": {
+            "_desc_": (
+                "the CT demo profile, chosen by measurement on the texture-cue demo data (scripts/demo_seeds.py): "
+                "VGG16 at 1/8 width without dropout (with dropout 0.5 on its 64 features the narrow network rarely "
+                "learns the fine texture cue), at most 50 epochs with patience 15, flips and 90-degree turns only (a "
+                "20-degree bilinear rotation blurs the one-pixel cue); adversarial training (adv_learning_rate and "
+                "adv_max_epochs, read through the bundle's adversarial.json) at a third of the clean learning rate "
+                "(at the full rate it collapsed to one class) for at most 30 epochs (the main job's 5-minute budget)"
+            ),
+            "network_dropout": 0.0,
+            "network_batch_norm": True,
+            "max_epochs": 50,
+            "patience": 15,
+            "adv_learning_rate": "$@learning_rate / 3",
+            "adv_max_epochs": "$min(@max_epochs, 30)",
+            "augmentation": [
+                {"_target_": "RandFlipd", "keys": "image", "prob": 0.5, "spatial_axis": 0},
+                {"_target_": "RandFlipd", "keys": "image", "prob": 0.5, "spatial_axis": 1},
+                {"_target_": "RandRotate90d", "keys": "image", "prob": 0.75, "max_k": 3},
+            ],
+        },
         "prepare": "scripts/prepare_lidc.py",
         "paper": {"clean": 75.41, "pgd_0.004": 25.6, "table_s5_adv_pgd": 58.97, "triage_retained": 81.31},
     },
@@ -231,6 +252,8 @@ def common_ids(name: str, spec: dict[str, Any]) -> dict[str, Any]:
         "image_size": [spec["image_size"], spec["image_size"]],
         "intensity_transform": spec["intensity_transform"],
         "network_width": 1.0,
+        "network_dropout": 0.5,
+        "network_batch_norm": False,
         "pretrained_path": None,
         "network_def": {
             "_target_": "monai_adv.networks.PaperVGG16",
@@ -239,6 +262,8 @@ def common_ids(name: str, spec: dict[str, Any]) -> dict[str, Any]:
             "num_classes": "@num_classes",
             "input_size": "@image_size",
             "width": "@network_width",
+            "dropout": "@network_dropout",
+            "batch_norm": "@network_batch_norm",
             "norm_mean": 0.5,
             "norm_std": 0.25,
             "pretrained_path": "@pretrained_path",
@@ -252,7 +277,11 @@ def common_ids(name: str, spec: dict[str, Any]) -> dict[str, Any]:
             "network": "@network_def",
             "class_names": "@class_names",
             "required": "@require_model_identity",
-            "settings": {"image_size": "@image_size", "network_width": "@network_width"},
+            "settings": {
+                "image_size": "@image_size",
+                "network_width": "@network_width",
+                "network_batch_norm": "@network_batch_norm",
+            },
         },
     }
 
@@ -340,6 +369,9 @@ def train_config(name: str, spec: dict[str, Any]) -> dict[str, Any]:
             "max_epochs": spec["max_epochs"],
             "patience": spec["patience"],
             "learning_rate": spec["learning_rate"],
+            "optimizer_lr": "@learning_rate",
+            "trainer_max_epochs": "@max_epochs",
+            "augmentation": random_transforms,
             "lr_decay": spec["lr_decay"],
             "momentum": spec["momentum"],
             "val_fraction": 0.2,
@@ -349,7 +381,7 @@ def train_config(name: str, spec: dict[str, Any]) -> dict[str, Any]:
             "optimizer": {
                 "_target_": "torch.optim.SGD",
                 "params": "$@network.parameters()",
-                "lr": "@learning_rate",
+                "lr": "@optimizer_lr",
                 "momentum": "@momentum",
                 "nesterov": "$@momentum > 0",
             },
@@ -367,7 +399,7 @@ def train_config(name: str, spec: dict[str, Any]) -> dict[str, Any]:
             },
             "train": {
                 "deterministic_transforms": load_transforms(with_label=True),
-                "random_transforms": random_transforms,
+                "random_transforms": "@augmentation",
                 "preprocessing": {
                     "_target_": "Compose",
                     "transforms": "$@train#deterministic_transforms + @train#random_transforms",
@@ -410,7 +442,7 @@ def train_config(name: str, spec: dict[str, Any]) -> dict[str, Any]:
                 "additional_metrics": {"train_loss": LOSS_METRIC},
                 "trainer": {
                     "_target_": "SupervisedTrainer",
-                    "max_epochs": "@max_epochs",
+                    "max_epochs": "@trainer_max_epochs",
                     "device": "@device",
                     "train_data_loader": "@train#dataloader",
                     "network": "@network",
@@ -605,6 +637,10 @@ def overlay_settings(spec: dict[str, Any]) -> dict[str, Any]:
         "adv_eps": spec["adv_eps"],
         "batch_size": ADVERSARIAL_BATCH_SIZE,
         "max_epochs": spec["adv_max_epochs"],
+        "adv_learning_rate": "@learning_rate",
+        "adv_max_epochs": "@max_epochs",
+        "optimizer_lr": "@adv_learning_rate",
+        "trainer_max_epochs": "@adv_max_epochs",
     }
 
 
@@ -700,10 +736,15 @@ def demo_config(spec: dict[str, Any]) -> dict[str, Any]:
     ``robust_ckpt_path`` follow)."""
     return {
         "demo_cache_dir": None,
-        "dataset_dir": f"$os.path.dirname(monai_adv.demo.ensure_demo_data('{spec['demo_dataset']}', @demo_cache_dir))",
+        "demo_seed": 0,
+        "dataset_dir": (
+            f"$os.path.dirname(monai_adv.demo.ensure_demo_data('{spec['demo_dataset']}', @demo_cache_dir, "
+            "seed=@demo_seed))"
+        ),
         "models_dir": "$os.path.join(@output_dir, 'models')",
         **DEMO,
         "image_size": [DEMO["image_size"], DEMO["image_size"]],
+        **spec.get("demo", {}),
     }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import subprocess
 import sys
@@ -190,8 +191,9 @@ def test_batch_ids_reads_ids_or_stands_in_positions():
 
 @pytest.fixture(scope="module")
 def bundle_data(tmp_path_factory) -> dict[str, Path]:
-    """Demo CT data cut to 22 test images (5 batches of 5: uneven shards and a short batch) and 128 training
-    images, and a checkpoint trained for a few seconds."""
+    """Demo CT data cut to 22 test images (5 batches of 5: uneven shards and a short batch), and a checkpoint trained
+    on the whole training section for about 10 s: its predictions must depend on the image (the texture-cue demo data
+    leave a shorter training constant, and a constant model flips under no eps)."""
     from monai.bundle import ConfigParser
     from monai.data import CacheDataset, DataLoader
     from monai.transforms import Compose
@@ -206,15 +208,15 @@ def bundle_data(tmp_path_factory) -> dict[str, Path]:
     for part in ("training", "test"):
         for item in datalist[part]:
             item["image"] = str(source.parent / item["image"])
-    datalist["training"], datalist["test"] = datalist["training"][:128], datalist["test"][:22]
+    datalist["test"] = datalist["test"][:22]
     (root / "datalist.json").write_text(json.dumps(datalist))
 
     torch.manual_seed(0)
     net = parser.get_parsed_content("network_def")
     transforms = Compose(parser.get_parsed_content("train#deterministic_transforms"))
     data = CacheDataset(datalist["training"], transforms, progress=False)
-    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, nesterov=True)
-    for _ in range(6):
+    opt = torch.optim.SGD(net.parameters(), lr=parser.get_parsed_content("learning_rate"), momentum=0.9, nesterov=True)
+    for _ in range(20):
         for batch in DataLoader(data, batch_size=16, shuffle=True):
             loss = nn.functional.cross_entropy(net(batch["image"]), batch["label"].long().reshape(-1))
             opt.zero_grad()
@@ -286,7 +288,9 @@ def test_sweep_and_triage_under_torchrun_equal_the_single_process_run(bundle_dat
     ids = [r.split(",")[0] for r in rows[1:]]
     assert len(ids) == 22 and ids == sorted(ids)
     eps_hi = [float(r.split(",")[5]) for r in rows[1:]]
-    assert len(set(eps_hi)) > 10  # brackets vary: equality is not that of constant columns
+    # brackets vary (equality is not that of constant columns): the bisection's points are a fixed set, so several
+    # images share one
+    assert len(set(eps_hi)) >= 6 and math.isfinite(min(eps_hi))
 
 
 def test_adversarial_training_under_torchrun(bundle_data, tmp_path):

@@ -186,6 +186,29 @@ def test_a_checkpoint_of_another_bundle_is_refused_by_name(tmp_path):
     StrictCheckpointLoad(tmp_path / "bare.pt", {"model": other, "identity": unchecked})()
 
 
+
+def test_a_checkpoint_with_batch_norm_is_refused_by_a_run_without_it_by_name(tmp_path):
+    """``network_batch_norm`` shapes the network (BatchNorm after every convolution): a model trained with it and
+    loaded by a run without it is named by that setting, not by a missing-key error."""
+    from monai_adv.checkpoints import CheckpointError
+    from monai_adv.handlers import StrictCheckpointLoad
+
+    def bundle_network(batch_norm: bool) -> dict:
+        parser = ConfigParser()
+        parser.read_config(configs(CT, "train"))
+        parser.update({"class_names": ["benign", "malignant"], "image_size": [32, 32], "network_width": 0.125,
+                       "network_batch_norm": batch_norm})
+        return {"model": parser.get_parsed_content("network_def"),
+                "identity": parser.get_parsed_content("model_identity")}
+
+    trained = bundle_network(True)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in trained["model"].modules())
+    torch.save({k: v.state_dict() for k, v in trained.items()}, tmp_path / "model.pt")
+    with pytest.raises(CheckpointError, match=r"trained with network_batch_norm=True; this run builds "
+                                              r"network_batch_norm=False"):
+        StrictCheckpointLoad(tmp_path / "model.pt", bundle_network(False))()
+    StrictCheckpointLoad(tmp_path / "model.pt", bundle_network(True))()
+
 # 5, 10. validation before work: all problems at once, naming the items -------------------------------------------
 
 

@@ -33,6 +33,7 @@ BUNDLE = "lung_nodule_ct_classification"
 FAST = [
     "--profile", "demo", "--set", "max_epochs=4", "--set", "adversarial_train:max_epochs=4",
     "--set", "attack:eps_grid=[0.001,0.002,0.004]", "--set", "compare:eps_grid=[0.002,0.003]",
+    "--set", "square_queries=10",  # the worst case runs (its rows are in the report) on a small black-box budget
 ]
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -108,23 +109,24 @@ def small_data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, small_data) -> dict:
-    """Run A straight through and, at the same time, run B killed twice and restarted; return their outputs."""
+    """Run A straight through with two stages at a time and, at the same time, run B one stage at a time, killed twice
+    and restarted; return their outputs."""
     root = tmp_path_factory.mktemp("study")
     a, b = root / "A", root / "B"
-    straight = start(a, small_data)
+    straight = start(a, small_data, "--jobs", "2")
     # B, kill 1: in the middle of the attack sweep (a stage that is redone from its start)
-    process = start(b, small_data)
+    process = start(b, small_data, "--jobs", "1")
     wait_for(lambda: (b / BUNDLE / ".attack.partial" / "attack.log").is_file(), process, "the attack stage")
     time.sleep(1.0)
     kill(process, b)
     killed_in_attack = dict(stages(b))
     # B, kill 2: in the middle of adversarial training, after it saved an epoch (it continues from there)
-    process = start(b, small_data)
+    process = start(b, small_data, "--jobs", "1")
     wait_for(lambda: resume_epoch(b, "adversarial_train") >= 1, process, "an adversarial-training epoch")
     kill(process, b)
     killed_in_training = dict(stages(b))
     resumable = resume_epoch(b, "adversarial_train")
-    log_b = finish(start(b, small_data), b)
+    log_b = finish(start(b, small_data, "--jobs", "1"), b)
     log_a = finish(straight, a)
     return {"A": a, "B": b, "log_A": log_a, "log_B": log_b, "killed_in_attack": killed_in_attack,
             "killed_in_training": killed_in_training, "resumable_epoch": resumable, "data": small_data}
@@ -147,7 +149,11 @@ def test_killed_study_resumes_and_ends_with_the_same_report(runs):
     assert final["adversarial_train"]["resumed_after_epoch"] == runs["resumable_epoch"] >= 1
     assert f"adversarial_train (adversarially train): resuming after epoch {runs['resumable_epoch']}" in runs["log_B"]
     assert not list((b / BUNDLE).glob(".*.partial")), "a partial stage folder was left behind"
-    # the same outputs, byte for byte, and the same report
+    assert "[study] running up to 2 stages at a time" in runs["log_A"] and "at a time" not in runs["log_B"]
+    # A's adversarial training (the longest chain) started beside the evaluation, before it ended
+    log_a = runs["log_A"]
+    assert log_a.index("adversarial_train (adversarially train): running") < log_a.index("evaluate: done")
+    # the same outputs, byte for byte, and the same report, from stages run two at a time (A) and one at a time (B)
     for stage, entry in stages(a).items():
         for path, digest in entry["outputs"].items():
             if not path.endswith(".png"):
@@ -314,9 +320,10 @@ def test_stages_run_the_overlays_on_the_bundles_configs():
                                           "demo.json", "resume_training.json", "resume_adversarial_training.json"]
     adversarial = {s.name: s for s in BUNDLE_STAGES}["adversarial_train"]
     assert set(adversarial.reads) == {"adv_init_ckpt"} and set(adversarial.writes) == {"robust_ckpt_path"}
-    # the settings the report quotes come through the overlays: Table S4 in the demo profile, the comparison's grid
+    # the settings the report quotes come through the overlays: Table S4 in the demo profile, the comparison's grid;
+    # the CT demo profile's own epochs for adversarial training (adv_max_epochs, read by the bundle's adversarial.json)
     assert setup.settings["adversarial"] == {"adv_eps": 0.003, "adv_attack": "pgd", "adv_ratio": 0.5, "adv_steps": 7,
-                                             "max_epochs": 40}
+                                             "max_epochs": 30}
     assert setup.settings["compare_eps_grid"] == [0.001, 0.002, 0.003, 0.004, 0.006]
     assert setup.settings["attack_eps_grid"] == [0.001, 0.002, 0.004, 0.006]
 

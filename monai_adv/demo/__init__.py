@@ -11,11 +11,13 @@ name                            classes files                     what the class
 ``cifar10_object``              10      CIFAR-10 binary -> prep.  :mod:`monai_adv.demo.cifar10_object`
 =============================== ======= ========================= ============================================
 
-The medical sets hold about 420 crops of 210 patients (1-3 crops each, all crops of a patient in one class, the two
-classes with exactly as many crops), split 2:1 by patient with :func:`monai_adv.datalist.split_by_patient`. Their class
-features are drawn from a hidden score whose class distributions overlap, so a classifier cannot be perfect: the demo
-training recipe (32x32 inputs, width-0.125 VGG16, at most 40 epochs) reaches 0.87-0.96 test accuracy, about 0.90 on
-average, not 1.0. The DICOM headers carry FAKE patient identifiers
+The medical sets hold about two crops per patient (1-3 crops each, all crops of a patient in one class, the two
+classes with exactly as many crops; 210 patients, about 420 crops, for mammography and MRI, 300 patients, about 600
+crops, for CT), split 2:1 by patient with :func:`monai_adv.datalist.split_by_patient`. Their class features are drawn
+from a hidden score whose class distributions overlap, so a classifier cannot be perfect. The CT set's only class cue
+is a fine internal texture of a few tens of HU (see :mod:`monai_adv.demo.lung_ct`), so its models are fragile, as the
+paper's; the mammography and MRI sets still differ by large-scale features (size, brightness, margins) from the
+hidden score. The demo training recipe (32x32 inputs, width-0.125 VGG16) reaches about 0.8-0.95 test accuracy. The DICOM headers carry FAKE patient identifiers
 (``DEMO-CT-0007``, ``Demo^Patient7``, ``19700101``); only their pseudonyms (:func:`monai_adv.datalist.pseudonymise`)
 reach data lists and file names. MNIST and CIFAR-10 demos hold 600 training and 200 test images written in the
 publishers' formats and converted by :mod:`monai_adv.prepare`.

@@ -23,7 +23,7 @@ from monai_adv.datalist import pseudonymise, split_by_patient, write_datalist
 IMAGES_DIR = "images"
 FAKE_BIRTH_DATE = "19700101"
 # Bumped whenever a generator changes what it writes: ensure_demo_data regenerates a cached set of another version.
-DEMO_VERSION = 1
+DEMO_VERSION = 3
 
 Item = dict[str, Any]
 

@@ -94,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=-1,
                         help="CPU threads per bundle run (OMP_NUM_THREADS); default 1 in the demo profile, torch's "
                              "default in the paper profile; 0 leaves torch's default")
+    parser.add_argument("--jobs", type=int, default=-1,
+                        help="bundle stages run at once when they do not depend on each other (adversarial training "
+                             "beside the attack sweep and triage); default one per CPU core, at most 4, in the demo "
+                             "profile and 1 in the paper profile. Results do not depend on it")
     parser.add_argument("--bundles_dir", type=Path, default=None, help="folder of the bundles (default: ./bundles of "
                         "this checkout)")
     return parser
@@ -170,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = run_study(
             bundles, args.output, bundles_dir, dataset_dir, args.profile, overrides,
             log=lambda line: print(line, flush=True), command=command,
-            threads=None if args.threads == 0 else args.threads,
+            threads=None if args.threads == 0 else args.threads, jobs=args.jobs,
         )
     except (StudyError, DataError) as error:
         print(f"study stopped: {error}", file=sys.stderr, flush=True)

@@ -34,6 +34,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -46,6 +47,7 @@ from monai_adv.study.ownership import (
     MANIFEST_NAME, Kind, describe, foreign_files, remove_stale_temporaries, start_working_folder, write_manifest,
 )
 from monai_adv.study.paper_figures import comparable_dataset
+from monai_adv.study.schedule import run_with_dependencies
 from monai_adv.study.setup import BundleSetup, ForeignBundle, prepare_bundle, prepare_foreign_bundle
 from monai_adv.study.stages import BUNDLE_STAGES, RESUME_FILE, STUDY_STAGES, BundleStage
 from monai_adv.utils import atomic_write_json
@@ -92,6 +94,22 @@ class _Context:
     log: Callable[[str], None]
     command: str
     threads: int | None = None
+    # stages may run in worker threads: the ledgers and ownership manifests are read and written under this lock, and
+    # the bundle runs under way are kept to be stopped on an interruption
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    children: set[subprocess.Popen] = field(default_factory=set)
+
+    def stop_children(self) -> None:
+        with self.lock:
+            for child in self.children:
+                child.kill()
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the platform has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
 
 
 def _die_with_parent() -> Callable[[], None] | None:
@@ -273,12 +291,64 @@ def _run_bundle(
     with log_path.open("a", encoding="utf-8") as handle:
         handle.write(f"=== study run {ctx.run}: {' '.join(command)}\n")
         handle.flush()
-        return subprocess.run(
-            command, stdout=handle, stderr=subprocess.STDOUT, cwd=setup.cwd, env=env, preexec_fn=_die_with_parent()
-        ).returncode
+        with ctx.lock:
+            child = subprocess.Popen(
+                command, stdout=handle, stderr=subprocess.STDOUT, cwd=setup.cwd, env=env, preexec_fn=_die_with_parent()
+            )
+            ctx.children.add(child)
+        try:
+            return child.wait()
+        except BaseException:
+            child.kill()
+            child.wait()
+            raise
+        finally:
+            with ctx.lock:
+                ctx.children.discard(child)
 
 
 def _run_bundle_stage(setup: BundleSetup, stage: BundleStage, ledger: Ledger, ctx: _Context) -> StageOutcome:
+    with ctx.lock:
+        started = _start_bundle_stage(setup, stage, ledger, ctx)
+    if isinstance(started, StageOutcome):
+        return started
+    partial, inputs, resumed = started
+    log_path = partial / f"{stage.name}.log"
+    start = time.perf_counter()
+    if adopts_checkpoint(setup, stage):
+        ctx.log(f"[{setup.name}] {stage.name}: using the trained model {setup.checkpoint}")
+        code = _adopt_checkpoint(setup.checkpoint, partial / stage.writes["ckpt_path"], log_path)
+    else:
+        code = _run_bundle(setup, stage, partial, resumed, log_path, ctx)
+    seconds = time.perf_counter() - start
+    if code:
+        raise StudyError(
+            f"{setup.name}: stage {stage.name} failed (exit {code}); end of {log_path}:\n{_tail(log_path)}"
+            + "".join(f"\nraised in the run: {line}" for line in _first_errors(log_path))
+        )
+    products = setup.products(stage)
+    missing = [p for p in products if not (partial / p).is_file()]
+    if missing:
+        raise StudyError(
+            f"{setup.name}: stage {stage.name} finished without writing {', '.join(missing)} (see {log_path})"
+        )
+    with ctx.lock:
+        for name in (RESUME_FILE, Path(RESUME_FILE).with_suffix(".json").name):
+            _remove(partial / name)
+        _publish(partial, ledger.folder / stage.name, stage.name, ctx.output)
+        ledger.record(
+            stage.name, inputs, [f"{stage.name}/{p}" for p in products], seconds=round(seconds, 1), run=ctx.run,
+            resumed_after_epoch=resumed,
+        )
+    ctx.log(f"[{setup.name}] {stage.name}: done in {seconds:.0f} s")
+    return StageOutcome(setup.name, stage.name, "resumed" if resumed is not None else "ran", seconds, resumed)
+
+
+def _start_bundle_stage(
+    setup: BundleSetup, stage: BundleStage, ledger: Ledger, ctx: _Context
+) -> StageOutcome | tuple[Path, str, int | None]:
+    """The skipped outcome of a stage done before with the same inputs; else its working folder made ready (a
+    resumable one kept), with its inputs' fingerprint and the epoch it resumes after."""
     folder = ledger.folder
     inputs, payload = _stage_inputs(setup, stage, ledger, ctx)
     partial = _partial(folder, stage.name)
@@ -308,34 +378,7 @@ def _run_bundle_stage(setup: BundleSetup, stage: BundleStage, ledger: Ledger, ct
         **{cid: str(partial / rel) for cid, rel in stage.writes.items()},
     }
     atomic_write_json(partial / OVERRIDES, overrides)
-    log_path = partial / f"{stage.name}.log"
-    start = time.perf_counter()
-    if adopts_checkpoint(setup, stage):
-        ctx.log(f"[{setup.name}] {stage.name}: using the trained model {setup.checkpoint}")
-        code = _adopt_checkpoint(setup.checkpoint, partial / stage.writes["ckpt_path"], log_path)
-    else:
-        code = _run_bundle(setup, stage, partial, resumed, log_path, ctx)
-    seconds = time.perf_counter() - start
-    if code:
-        raise StudyError(
-            f"{setup.name}: stage {stage.name} failed (exit {code}); end of {log_path}:\n{_tail(log_path)}"
-            + "".join(f"\nraised in the run: {line}" for line in _first_errors(log_path))
-        )
-    products = setup.products(stage)
-    missing = [p for p in products if not (partial / p).is_file()]
-    if missing:
-        raise StudyError(
-            f"{setup.name}: stage {stage.name} finished without writing {', '.join(missing)} (see {log_path})"
-        )
-    for name in (RESUME_FILE, Path(RESUME_FILE).with_suffix(".json").name):
-        _remove(partial / name)
-    _publish(partial, folder / stage.name, stage.name, ctx.output)
-    ledger.record(
-        stage.name, inputs, [f"{stage.name}/{p}" for p in products], seconds=round(seconds, 1), run=ctx.run,
-        resumed_after_epoch=resumed,
-    )
-    ctx.log(f"[{setup.name}] {stage.name}: done in {seconds:.0f} s")
-    return StageOutcome(setup.name, stage.name, "resumed" if resumed is not None else "ran", seconds, resumed)
+    return partial, inputs, resumed
 
 
 # study stages -------------------------------------------------------------------------------------------------------
@@ -380,6 +423,7 @@ def run_study(
     log: Callable[[str], None] = print,
     command: str = "scripts/run_study.py",
     threads: int | None = -1,
+    jobs: int = -1,
 ) -> StudyResult:
     """Run (or finish) the study for ``bundles`` into ``output`` and write the report.
 
@@ -400,6 +444,11 @@ def run_study(
             ``-1`` means 1 in the demo profile (tiny models run fastest on one thread, and several threads on a
             shared machine can be ten times slower) and torch's default in the paper profile. Results can differ
             in the last bits between thread counts, so it is part of every stage's fingerprint.
+        jobs: how many bundle stages may run at once (stages that do not read each other's outputs: adversarial
+            training beside the attack sweep and the triage, another bundle's training); the default ``-1`` means
+            one per CPU core available to the study, at most 4, in the demo profile (its stages run on one thread
+            each), and 1 in the paper profile (one GPU, or torch's threads over every core). The results do not
+            depend on it.
 
     Raises:
         StudyError: naming the bundle and stage that failed; or, before any stage runs, naming the files in the
@@ -414,6 +463,10 @@ def run_study(
     profile = profile or ("demo" if dataset_dir is None else "paper")
     if threads == -1:
         threads = 1 if profile == "demo" else None
+    if jobs == -1:
+        jobs = min(4, available_cores()) if profile == "demo" else 1
+    if jobs < 1:
+        raise StudyError(f"--jobs must be at least 1, got {jobs}")
     output = Path(output).resolve()
     setups: list[BundleSetup] = []
     for bundle in bundles:  # every bundle's data and configs are checked before anything is written or run
@@ -452,17 +505,32 @@ def run_study(
             study_code=code_digest(PACKAGE / "study") + sha256_file(PACKAGE / "reports.py"),
             versions=library_versions(), log=log, command=command, threads=threads,
         )
-        outcomes: list[StageOutcome] = []
         ledgers: dict[str, Ledger] = {}
         for setup in setups:
-            name = setup.name
-            folder = output / name
-            folder.mkdir(parents=True, exist_ok=True)
-            ledgers[name] = ledger = Ledger(folder)
-            for stage in BUNDLE_STAGES:
-                outcomes.append(_run_bundle_stage(setup, stage, ledger, ctx))
+            (output / setup.name).mkdir(parents=True, exist_ok=True)
+            ledgers[setup.name] = Ledger(output / setup.name)
+        if jobs > 1:
+            log(f"[study] running up to {jobs} stages at a time (--jobs)")
+        outcomes = _run_bundle_stages(setups, ledgers, ctx, jobs)
         outcomes += _study_stages(setups, ledgers, study_ledger, ctx)
         return StudyResult(output, output / "report" / "report.md", outcomes)
+
+
+def _run_bundle_stages(
+    setups: Sequence[BundleSetup], ledgers: Mapping[str, Ledger], ctx: _Context, jobs: int
+) -> list[StageOutcome]:
+    """Every bundle's stages, each once the stages it reads from are done, up to ``jobs`` at a time."""
+    by_name = {setup.name: setup for setup in setups}
+    stages = {stage.name: stage for stage in BUNDLE_STAGES}
+    tasks = [(setup.name, stage.name) for setup in setups for stage in BUNDLE_STAGES]
+
+    def upstream(task: tuple[str, str]) -> list[tuple[str, str]]:
+        return [(task[0], name) for name, _ in stages[task[1]].reads.values()]
+
+    def run(task: tuple[str, str]) -> StageOutcome:
+        return _run_bundle_stage(by_name[task[0]], stages[task[1]], ledgers[task[0]], ctx)
+
+    return run_with_dependencies(tasks, upstream, run, jobs, on_interrupt=ctx.stop_children)
 
 
 def _study_stages(

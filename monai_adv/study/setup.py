@@ -357,7 +357,11 @@ def prepare_bundle(
     train = values("train", ["modality", "native_units", "native_per_unit", "class_names", "image_size",
                              "network_width", "batch_size", "max_epochs", "patience", "learning_rate", "seed",
                              "spatial_dims", "in_channels", "val_fraction"])
-    adversarial = values("adversarial_train", ["adv_eps", "adv_attack", "adv_ratio", "adv_steps", "max_epochs"])
+    adversarial = values("adversarial_train", ["adv_eps", "adv_attack", "adv_ratio", "adv_steps", "max_epochs",
+                                               "adv_max_epochs"])
+    adv_max_epochs = adversarial.pop("adv_max_epochs")  # a bundle's own epochs for adversarial training, if it says
+    if adv_max_epochs is not None:
+        adversarial["max_epochs"] = adv_max_epochs
     setup.settings = {"profile": profile, **train, "adversarial": adversarial, **_overlay_settings(setup)}
     known = paper_dataset(name)
     setup.medical = known.medical if known else str(train.get("modality") or "none").lower() not in ("none", "")
