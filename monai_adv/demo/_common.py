@@ -23,7 +23,7 @@ from monai_adv.datalist import pseudonymise, split_by_patient, write_datalist
 IMAGES_DIR = "images"
 FAKE_BIRTH_DATE = "19700101"
 # Bumped whenever a generator changes what it writes: ensure_demo_data regenerates a cached set of another version.
-DEMO_VERSION = 2
+DEMO_VERSION = 3
 
 Item = dict[str, Any]
 
@@ -108,6 +108,18 @@ def star_shape(
 ) -> np.ndarray:
     """Soft (partial-volume) mask in [0, 1] of a star-shaped blob with boundary radius
     ``radius * (1 + sum(a * cos(k * theta + phase)))`` and a Gaussian edge of width ``blur`` pixels."""
+    return 0.5 * erfc(star_distance(rr, cc, centre, radius, harmonics) / (np.sqrt(2.0) * max(blur, 0.3)))
+
+
+def star_distance(
+    rr: np.ndarray,
+    cc: np.ndarray,
+    centre: tuple[float, float],
+    radius: float,
+    harmonics: Sequence[tuple[int, float, float]] = (),
+) -> np.ndarray:
+    """Radial distance (pixels) of every pixel from the boundary of :func:`star_shape`'s blob: negative inside,
+    positive outside."""
     dr, dc = rr - centre[0], cc - centre[1]
     rho = np.hypot(dr, dc)
     theta = np.arctan2(dr, dc)
@@ -115,7 +127,7 @@ def star_shape(
     for k, amplitude, phase in harmonics:
         boundary = boundary + amplitude * np.cos(k * theta + phase)
     boundary = radius * np.maximum(boundary, 0.2)
-    return 0.5 * erfc((rho - boundary) / (np.sqrt(2.0) * max(blur, 0.3)))
+    return rho - boundary
 
 
 def random_harmonics(rng: np.random.Generator, amplitude: float, orders: Sequence[int] = (2, 3, 4, 5)) -> list:

@@ -28,8 +28,11 @@ NAME = "brain_lesion_mri"
 CLASSES = ("no_tumor", "tumor")
 CODE = 3
 SIZE = 64
-SPREAD = 0.55
-DEFAULT_PATIENTS = 210
+SPREAD = 0.55  # latent-score spread: an observer knowing the score is right with probability Phi(1/SPREAD) ~ 0.96
+DEFAULT_PATIENTS = 300
+TEXTURE_MR = 100.0  # standard deviation of the internal enhancement heterogeneity at t = 1 (MR gray levels, gain 1)
+TEXTURE_SIGMA = 1.0  # correlation length (pixels) of the heterogeneity field
+DIAMETER_MM = (30.0, 3.0)  # diameter (mm) of the enhancing focus, mean and standard deviation, clipped at 2.7 sd
 
 
 def patient_parameters(seed: int, index: int) -> dict:
@@ -46,9 +49,9 @@ def _brain(rng: np.random.Generator, rr: np.ndarray, cc: np.ndarray) -> np.ndarr
     shape = (SIZE, SIZE)
     folds = C.smooth_noise(rng, shape, 4.0)
     white = 1.0 / (1.0 + np.exp(-(folds - 0.2) / 0.12))
-    img = 600 + 250 * white + 20 * C.smooth_noise(rng, shape, 1.5)
+    img = 720 + 130 * white + 20 * C.smooth_noise(rng, shape, 1.5)
     sulci = np.exp(-((C.smooth_noise(rng, shape, 4.0) / 0.2) ** 2)) * (1.0 - white)
-    img = C.blend(img, 220, 0.85 * sulci)
+    img = C.blend(img, 220, 0.5 * sulci)
     if rng.random() < 0.2:
         centre = tuple(rng.uniform(6, SIZE - 6, 2))
         if np.hypot(centre[0] - SIZE / 2, centre[1] - SIZE / 2) > 12:
@@ -64,23 +67,24 @@ def _brain(rng: np.random.Generator, rr: np.ndarray, cc: np.ndarray) -> np.ndarr
 
 
 def _lesion(rng: np.random.Generator, img: np.ndarray, rr: np.ndarray, cc: np.ndarray, t: float, spacing: float):
-    diameter = 16.0 * (t - 0.3) / 0.7 + rng.normal(0, 1.2)  # mm; <= 1 mm means nothing visible
-    if diameter <= 1.0:
-        return img
+    """The ring-enhancing lesion at the centre of every crop: size, position, rim and core brightness, rim thickness,
+    lobulation and edge blur from the same distributions for both classes; the class cue is the heterogeneity of its
+    non-enhancing core, ``TEXTURE_MR * t``."""
+    mean, sd = DIAMETER_MM
+    diameter = float(np.clip(rng.normal(mean, sd), mean - 2.7 * sd, mean + 2.7 * sd))
     radius = diameter / 2 / spacing
     centre = (SIZE / 2 - 0.5 + rng.normal(0, 1.5), SIZE / 2 - 0.5 + rng.normal(0, 1.5))
-    harmonics = C.random_harmonics(rng, 0.12)
-    if diameter > 6.0:
-        extent = radius * rng.uniform(1.8, 3.0)
-        oedema = C.star_shape(rr, cc, centre, extent, C.random_harmonics(rng, 0.35), blur=2.5)
-        img = img * (1.0 - 0.25 * oedema)
-    enhancement = 950 + 450 * min(t, 1.0) + rng.normal(0, 60)
-    mask = C.star_shape(rr, cc, centre, radius, harmonics, blur=0.7)
-    img = C.blend(img, enhancement + 40 * C.smooth_noise(rng, img.shape, 1.0), mask)
-    if diameter > 6.0:
-        core = C.star_shape(rr, cc, centre, radius * rng.uniform(0.45, 0.7), C.random_harmonics(rng, 0.15), blur=0.8)
-        img = C.blend(img, rng.uniform(350, 500), core)
-    return img
+    harmonics = C.random_harmonics(rng, rng.uniform(0.03, 0.12))
+    oedema = C.star_shape(rr, cc, centre, radius * rng.uniform(1.4, 2.0), C.random_harmonics(rng, 0.3), blur=2.5)
+    img = img * (1.0 - 0.2 * oedema)  # T1-dark vasogenic oedema
+    rim = C.star_shape(rr, cc, centre, radius, harmonics, blur=rng.uniform(0.6, 1.0))
+    img = C.blend(img, rng.uniform(1300, 1450) + 20 * C.smooth_noise(rng, img.shape, 1.5), rim)
+    core_radius = radius - rng.uniform(2.0, 3.0)  # the enhancing wall: 2-3 pixels
+    core = C.star_shape(rr, cc, centre, core_radius, harmonics, blur=rng.uniform(0.6, 1.0))
+    # the class cue: zero-mean heterogeneity of the core, TEXTURE_MR * t at a correlation length of one pixel; the core
+    # (about 650) lies between the CSF and the enhancing wall, which hold the crop's darkest and brightest pixels
+    texture = TEXTURE_MR * t * C.smooth_noise(rng, img.shape, TEXTURE_SIGMA)
+    return C.blend(img, rng.uniform(600, 700) + texture, core)
 
 
 def render(rng: np.random.Generator, label: int, patient: dict) -> np.ndarray:
