@@ -30,7 +30,7 @@ CODE = 3
 SIZE = 64
 SPREAD = 0.55  # latent-score spread: an observer knowing the score is right with probability Phi(1/SPREAD) ~ 0.96
 DEFAULT_PATIENTS = 300
-TEXTURE_MR = 100.0  # standard deviation of the internal enhancement heterogeneity at t = 1 (MR gray levels, gain 1)
+TEXTURE_MR = 75.0  # standard deviation of the internal enhancement heterogeneity at t = 1 (MR gray levels, gain 1)
 TEXTURE_SIGMA = 1.0  # correlation length (pixels) of the heterogeneity field
 DIAMETER_MM = (30.0, 3.0)  # diameter (mm) of the enhancing focus, mean and standard deviation, clipped at 2.7 sd
 
@@ -40,7 +40,7 @@ def patient_parameters(seed: int, index: int) -> dict:
     return {
         "spacing": round(float(rng.uniform(0.9, 1.2)), 4),
         "gain": float(rng.uniform(0.8, 1.25)),
-        "noise": float(rng.uniform(12, 30)),
+        "noise": float(rng.uniform(8, 20)),
         "origin": [float(v) for v in np.round(rng.uniform(-120, -80, 3), 2)],
     }
 
