@@ -3,17 +3,33 @@
 Like the paper's 1,696 CBIS-DDSM lesions (the CBIS-DDSM mass subset), every crop holds a mass.
 
 What a crop holds (12-bit gray levels, MONOCHROME2, bright = dense; no rescale; 0.4..0.6 mm pixels):
-- breast tissue: fat (about 850) and fibroglandular tissue (about 1200) mixed in a streaked pattern whose dense
-  fraction is a property of the patient (fatty to extremely dense breasts), a few Cooper's ligaments, fine texture and
-  quantum noise;
-- one mass near the centre, denser than glandular tissue (+500..800), so dense tissue partly hides its margin.
+- breast tissue: fat (about 850) and fibroglandular tissue (about 1050) mixed in a streaked pattern with soft
+  boundaries whose dense fraction is a property of the patient (fatty to extremely dense breasts), a few faint Cooper's
+  ligaments, fine texture and quantum noise (10-25);
+- one mass near the centre, denser than glandular tissue (+500..800) with a denser centre (+250 over 40 % of its
+  radius: a projected mass is thickest there), oval to slightly lobulated, 18 mm across on average.
 
-What differs between "benign" (0) and "malignant" (1): every class-specific feature is drawn from a hidden score
-(:func:`~monai_adv.demo._common.latent_score`), so the classes overlap by construction. A low score gives a smaller,
-round or oval, circumscribed mass (sharp margin, sometimes a lucent fat halo or coarse popcorn calcifications), a high
-score a larger, irregular, lobulated mass with an indistinct margin, long thin spicules and sometimes fine pleomorphic
-calcifications in short lines. Calcifications are only a few hundred gray levels brighter than the mass, so they do
-not take over the per-image percentile scaling.
+What differs between "benign" (0) and "malignant" (1): only the texture of the mass's periphery. Size, position,
+density, shape, lobulation, edge blur, the dense centre and the breast around it are drawn from the same distributions
+for both classes, so no large-scale shortcut (size, brightness, spicules, halo, calcifications) exists. Outside the
+dense centre a zero-mean heterogeneity field (Gaussian-filtered white noise, correlation length about one pixel =
+0.5 mm) is added with a standard deviation of ``TEXTURE_GL * t`` gray levels, where ``t`` in (0, 1) is the case's
+hidden malignancy score (:func:`~monai_adv.demo._common.latent_score`, squashed): about 17 gray levels for a typical
+benign mass, about 83 for a typical malignant one, with overlap, so a classifier cannot be perfect.
+
+Radiological motivation: a fibroadenoma or a cyst has a homogeneous density, while an invasive carcinoma of the same
+size is heterogeneous at the sub-millimetre scale: tumour infiltrating fat and stroma, desmoplastic strands and
+clustered microcalcifications below the size of a resolvable speck give its periphery a granular, mottled density
+(the texture features of mass regions in CBIS-DDSM studies measure it). A cue of a few tens of gray levels at the scale
+of one or two pixels is what a perturbation of a few gray levels can partly create or erase, which is why a model that
+reads it is fragile.
+
+The bundle scales every crop by its own 0.5th and 99.5th percentiles, so a cue that reached the crop's brightest or
+darkest pixels would change the scaling of the whole image, a large-scale shortcut. The textured periphery lies between
+the surrounding tissue and the untextured dense centre, which holds the brightest pixels: after scaling, the classes
+have the same per-image range and mean levels (a linear classifier on 8 x 8 block means and the range is at chance).
+With version 2's sharper, brighter glandular pattern the network did not leave chance in 80 epochs; the softer
+pattern here is learned in 20-40.
 """
 
 from __future__ import annotations
@@ -30,7 +46,7 @@ CODE = 2
 SIZE = 64
 SPREAD = 0.55  # latent-score spread: an observer knowing the score is right with probability Phi(1/SPREAD) ~ 0.96
 DEFAULT_PATIENTS = 300
-TEXTURE_GL = 100.0  # standard deviation (gray levels) of the margin heterogeneity at t = 1, where the band peaks
+TEXTURE_GL = 100.0  # standard deviation (gray levels) of the periphery's heterogeneity at t = 1
 TEXTURE_SIGMA = 1.0  # correlation length (pixels) of the heterogeneity field
 CORE = 250.0  # how much denser (gray levels) the centre of the mass is than its periphery
 CORE_FRACTION = 0.4  # the dense centre's radius, as a fraction of the mass radius
@@ -65,8 +81,8 @@ def _background(rng: np.random.Generator, patient: dict, rr: np.ndarray, cc: np.
 
 
 def _mass(rng, img, rr, cc, t, patient):
-    """The mass: size, position, brightness, lobulation and edge blur from the same distributions for both classes;
-    the class cue is the margin's fine heterogeneity, ``TEXTURE_GL * t`` gray levels in a band around the boundary."""
+    """The mass: size, position, brightness, lobulation, edge blur and dense centre from the same distributions for
+    both classes; the class cue is the fine heterogeneity of its periphery, ``TEXTURE_GL * t`` gray levels."""
     spacing = patient["spacing"]
     mean, sd = DIAMETER_MM
     diameter = float(np.clip(rng.normal(mean, sd), mean - 2.7 * sd, mean + 2.7 * sd))
