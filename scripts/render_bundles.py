@@ -78,6 +78,22 @@ TEXTURE_CUE_DEMO: dict[str, Any] = {
     ],
 }
 
+
+def texture_demo_profile(cue: str) -> dict[str, Any]:
+    """The demo profile of the mammography and MRI bundles: CT's (:data:`TEXTURE_CUE_DEMO`) with more epochs."""
+    return {
+        "_desc_": (
+            f"the CT demo profile (see the CT bundle) for the {cue} demo data, whose class cue has the CT texture's "
+            "one-pixel scale, with more epochs: no dropout, at most 80 epochs with patience 40 (on this busier anatomy "
+            "the network leaves chance later than on CT, after 10 to 40 epochs), flips and 90-degree turns only, "
+            "adversarial training at a third of the clean learning rate for at most 30 epochs"
+        ),
+        **TEXTURE_CUE_DEMO,
+        "max_epochs": 80,
+        "patience": 40,
+    }
+
+
 # Everything that differs between the bundles. Training values are Table S3 of the paper (patience 0 for MNIST
 # becomes 1: Ignite's early stopping needs at least one epoch of patience); adv_* are Table S4 (PGD-7, step eps/4,
 # one random start, batch 128).
@@ -130,16 +146,7 @@ SPECS: dict[str, dict[str, Any]] = {
         "batch_size": 50, "max_epochs": 100, "patience": 20, "learning_rate": 0.0002, "lr_decay": 1e-6, "momentum": 0.9,
         "adv_eps": 0.002, "adv_max_epochs": 100,
         "triage_eps_max": 0.02,
-        "demo": {
-            "_desc_": (
-                "the CT demo profile (see the CT bundle), kept for the mass-texture demo data, whose class cue has the "
-                "CT texture's one-pixel scale: no dropout, at most 80 epochs with patience 40 (the network leaves chance only after 10-30 epochs on this busier anatomy), flips and 90-degree "
-                "turns only, adversarial training at a third of the clean learning rate for at most 30 epochs"
-            ),
-            **TEXTURE_CUE_DEMO,
-            "max_epochs": 80,
-            "patience": 40,
-        },
+        "demo": texture_demo_profile("mass-texture"),
         "prepare": "scripts/prepare_cbis_ddsm.py",
         "paper": {"clean": 76.43, "pgd_0.004": 23.9, "table_s5_adv_pgd": 55.36, "triage_retained": 80.13},
     },
@@ -160,16 +167,7 @@ SPECS: dict[str, dict[str, Any]] = {
         "batch_size": 50, "max_epochs": 100, "patience": 5, "learning_rate": 0.0002, "lr_decay": 1e-6, "momentum": 0.9,
         "adv_eps": 0.004, "adv_max_epochs": 200,
         "triage_eps_max": 0.02,
-        "demo": {
-            "_desc_": (
-                "the CT demo profile (see the CT bundle), kept for the necrotic-core-texture demo data, whose class cue has the "
-                "CT texture's one-pixel scale: no dropout, at most 80 epochs with patience 40 (the network leaves chance only after 10-30 epochs on this busier anatomy), flips and 90-degree "
-                "turns only, adversarial training at a third of the clean learning rate for at most 30 epochs"
-            ),
-            **TEXTURE_CUE_DEMO,
-            "max_epochs": 80,
-            "patience": 40,
-        },
+        "demo": texture_demo_profile("necrotic-core-texture"),
         "prepare": "scripts/prepare_brain_mri.py",
         "prepare_how": "The registry is private: list your own NIfTI volumes and lesions in a `lesions.csv` table "
                        "(`patient_id, image, x, y, z, label`; see `monai_adv.prepare.brain_mri`) and convert them with",
@@ -938,7 +936,7 @@ size: every image's PGD randomness is keyed by its id, each process attacks whol
 and rank 0 gathers the per-image results by id and writes.
 
 Add `configs/demo.json` as the last config file (and `--output_dir <dir>`) to run on the demo data with the CPU
-profile (32 x 32 images, VGG16 at 1/8 width, batch {DEMO['batch_size']}, at most {DEMO['max_epochs']} epochs, adversarial
+profile (32 x 32 images, VGG16 at 1/8 width, batch {DEMO['batch_size']}, at most {s.get('demo', {}).get('max_epochs', DEMO['max_epochs'])} epochs, adversarial
 training included); checkpoints then go to `<output_dir>/models`, and `--dataset_dir` still wins over the demo data.
 Outputs: `metrics.json` (accuracy, ROC AUC, confusion matrix) and `test_predictions.csv` from evaluate,
 `predictions.csv` from inference, `attack_sweep.*` and `adversarial_examples.png` from the sweep,

@@ -44,9 +44,9 @@ NAME = "breast_lesion_mammography"
 CLASSES = ("benign", "malignant")
 CODE = 2
 SIZE = 64
-SPREAD = 0.55  # latent-score spread: an observer knowing the score is right with probability Phi(1/SPREAD) ~ 0.96
+SPREAD = 0.75  # latent-score spread: an observer knowing the score is right with probability Phi(1/SPREAD) ~ 0.91
 DEFAULT_PATIENTS = 300
-TEXTURE_GL = 100.0  # standard deviation (gray levels) of the periphery's heterogeneity at t = 1
+TEXTURE_GL = 90.0  # standard deviation (gray levels) of the periphery's heterogeneity at t = 1
 TEXTURE_SIGMA = 1.0  # correlation length (pixels) of the heterogeneity field
 CORE = 250.0  # how much denser (gray levels) the centre of the mass is than its periphery
 CORE_FRACTION = 0.4  # the dense centre's radius, as a fraction of the mass radius
@@ -61,7 +61,7 @@ def patient_parameters(seed: int, index: int) -> dict:
         "density": float(rng.uniform(0.15, 0.7)),  # dense (fibroglandular) fraction of the breast
         "fat": float(rng.uniform(800, 900)),
         "gland": float(rng.uniform(1000, 1100)),
-        "noise": float(rng.uniform(10, 25)),
+        "noise": float(rng.uniform(6, 15)),
         "laterality": "L" if rng.random() < 0.5 else "R",
     }
 
@@ -73,7 +73,7 @@ def _background(rng: np.random.Generator, patient: dict, rr: np.ndarray, cc: np.
     threshold = np.quantile(field, 1.0 - patient["density"])
     dense = 1.0 / (1.0 + np.exp(-(field - threshold) / 0.6))
     img = patient["fat"] + (patient["gland"] - patient["fat"]) * dense
-    img = img + 20 * C.smooth_noise(rng, shape, 1.0) * (0.4 + dense)
+    img = img + 10 * C.smooth_noise(rng, shape, 1.0) * (0.4 + dense)
     for _ in range(int(rng.integers(0, 4))):
         ligament = C.curve_profile(rr, cc, C.random_curve(rng, SIZE), rng.uniform(0.5, 0.9), taper=0.5)
         img = img + rng.uniform(80, 160) * ligament
