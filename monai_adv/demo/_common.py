@@ -108,18 +108,6 @@ def star_shape(
 ) -> np.ndarray:
     """Soft (partial-volume) mask in [0, 1] of a star-shaped blob with boundary radius
     ``radius * (1 + sum(a * cos(k * theta + phase)))`` and a Gaussian edge of width ``blur`` pixels."""
-    return 0.5 * erfc(star_distance(rr, cc, centre, radius, harmonics) / (np.sqrt(2.0) * max(blur, 0.3)))
-
-
-def star_distance(
-    rr: np.ndarray,
-    cc: np.ndarray,
-    centre: tuple[float, float],
-    radius: float,
-    harmonics: Sequence[tuple[int, float, float]] = (),
-) -> np.ndarray:
-    """Radial distance (pixels) of every pixel from the boundary of :func:`star_shape`'s blob: negative inside,
-    positive outside."""
     dr, dc = rr - centre[0], cc - centre[1]
     rho = np.hypot(dr, dc)
     theta = np.arctan2(dr, dc)
@@ -127,7 +115,7 @@ def star_distance(
     for k, amplitude, phase in harmonics:
         boundary = boundary + amplitude * np.cos(k * theta + phase)
     boundary = radius * np.maximum(boundary, 0.2)
-    return rho - boundary
+    return 0.5 * erfc((rho - boundary) / (np.sqrt(2.0) * max(blur, 0.3)))
 
 
 def random_harmonics(rng: np.random.Generator, amplitude: float, orders: Sequence[int] = (2, 3, 4, 5)) -> list:
