@@ -85,9 +85,9 @@ def texture_demo_profile(cue: str) -> dict[str, Any]:
         "_desc_": (
             f"the CT demo profile (see the CT bundle) for the {cue} demo data, whose class cue has the CT texture's "
             "one-pixel scale, with more epochs: no dropout, at most 80 epochs with patience 40 (on this busier anatomy "
-            "the network may stay near chance for up to 40 epochs, and its best checkpoint came at epochs 50-80 in the "
-            "measured seeds), flips and 90-degree turns only, adversarial training at a third of the clean learning "
-            "rate for at most 30 epochs"
+            "the network may stay near chance for up to 40 epochs, and its best checkpoint came as late as epoch 80 in "
+            "the measured seeds), flips and 90-degree turns only, adversarial training at a third of the clean "
+            "learning rate for at most 30 epochs"
         ),
         **TEXTURE_CUE_DEMO,
         "max_epochs": 80,
