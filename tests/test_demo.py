@@ -13,6 +13,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+from scipy import ndimage
 
 import monai_adv.demo as demo
 from monai_adv.datalist import load_datalist, pseudonymise
@@ -187,6 +188,48 @@ def test_mri_files_are_2d_nifti(small_sets):
         arr, meta = read_image(path.parent / item["image"])
         assert meta["format"] == "nifti" and arr.shape == (1, 64, 64)
         assert 0 <= arr.min() and 300 < np.median(arr) < 1500
+
+
+def _render_at(module, score: float, seed: int, index: int) -> np.ndarray:
+    """One crop of ``module`` rendered with its hidden score fixed to ``score`` (the draw still consumed, so every other
+    draw is the same as for any other score)."""
+    patient = module.patient_parameters(seed, index)
+    rng = _common.rng_for(seed, module.CODE, index, 0)
+    original = _common.latent_score
+    try:
+        _common.latent_score = lambda rng, label, spread: (rng.standard_normal(), score)[1]
+        return module.render(rng, 0, patient)
+    finally:
+        _common.latent_score = original
+
+
+@pytest.mark.parametrize("name", MEDICAL)
+def test_class_cue_is_a_fine_zero_mean_texture(name):
+    """The hidden score changes only a fine, zero-mean texture in the middle of the crop: the same crop rendered for a
+    clearly benign and a clearly malignant score differs by a field of no mean, with no large-scale part, and (for
+    the percentile-scaled sets) hardly moves the crop's 0.5th and 99.5th percentiles, so the bundle's scaling, and with
+    it every large-scale level the network sees, does not tell the classes apart."""
+    module = MODULES[name]
+    percentile_shift, relative_means = [], []
+    for index in range(12):
+        low, high = _render_at(module, -1.5, 0, index), _render_at(module, 1.5, 0, index)
+        diff = high - low
+        assert diff.std() > 5  # the score does change the crop
+        rr, cc = np.mgrid[0:64, 0:64]
+        corners = np.hypot(rr - 31.5, cc - 31.5) > 40
+        assert np.abs(diff[corners]).max() < 0.01  # nothing (of a stored unit) changes in the corners
+        relative_means.append(diff.mean() / diff.std())
+        assert abs(relative_means[-1]) < 0.2  # a brighter or larger lesion would give about 1
+        # 16 x 16 pixel means keep a large-scale difference (size, brightness: about 0.9 of its standard deviation)
+        # and about a quarter of a one-pixel texture's
+        assert ndimage.uniform_filter(diff, 16).std() < 0.45 * diff.std()
+        if name != "lung_nodule_ct":  # the CT bundle uses a fixed window
+            span = np.percentile(low, 99.5) - np.percentile(low, 0.5)
+            shift = np.abs(np.percentile(high, [0.5, 99.5]) - np.percentile(low, [0.5, 99.5])).max()
+            percentile_shift.append(shift / span)
+    assert abs(np.mean(relative_means)) < 0.06, relative_means  # zero mean: no brightness cue
+    if percentile_shift:
+        assert np.mean(percentile_shift) < 0.02, percentile_shift
 
 
 def test_mnist_went_through_idx_files(small_sets):
