@@ -180,7 +180,8 @@ def load_network_state(
         raise CheckpointError(
             f"{path}: checkpoint of another architecture. The config builds {_describe_network(target)} "
             f"[{describe_state(expected)}]; the file holds [{describe_state(state)}]. " + ". ".join(problems)
-            + ". Check network_width, image_size, class_names and in_channels against the run that saved it."
+            + ". Check network_width, network_batch_norm, image_size, class_names and in_channels against the run that "
+            "saved it."
         )
     target.load_state_dict(state, strict=True)
     return network

@@ -39,8 +39,11 @@ def configs(*names: str) -> str:
 
 
 def demo_net(**kwargs) -> PaperVGG16:
-    """The network demo.json builds (32 x 32, width 1/8, two classes), with ``kwargs`` changed."""
-    return PaperVGG16(**{"in_channels": 1, "num_classes": 2, "input_size": 32, "width": 0.125, **kwargs})
+    """The network demo.json builds (32 x 32, width 1/8, two classes, its BatchNorm setting), with ``kwargs``
+    changed."""
+    demo = json.loads((ROOT / "bundles" / BUNDLE / "configs" / "demo.json").read_text())
+    return PaperVGG16(**{"in_channels": 1, "num_classes": 2, "input_size": 32, "width": 0.125,
+                         "batch_norm": demo.get("network_batch_norm", False), **kwargs})
 
 
 class Payload:
