@@ -12,7 +12,8 @@ __version__ = "0.1.0"
 
 _SUBMODULES = {
     "attacks", "bundle_root", "checkpoints", "datacheck", "datalist", "demo", "engines", "handlers", "inputs", "io",
-    "metrics", "networks", "prepare", "reports", "sensitivity", "study", "sweep", "transforms", "triage", "utils",
+    "metrics", "networks", "prepare", "reports", "sensitivity", "study", "sweep", "threads", "transforms", "triage",
+    "utils",
 }
 
 

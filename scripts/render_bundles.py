@@ -768,6 +768,9 @@ def demo_config(spec: dict[str, Any]) -> dict[str, Any]:
             "seed=@demo_seed))"
         ),
         "models_dir": "$os.path.join(@output_dir, 'models')",
+        # the thread count is part of the profile: on the CPU one thread and two train different models
+        "demo_threads": "$monai_adv.threads.threads_from_environment()",
+        "+initialize": ["$torch.set_num_threads(@demo_threads)"],
         **DEMO,
         "image_size": [DEMO["image_size"], DEMO["image_size"]],
         **spec.get("demo", {}),
@@ -947,6 +950,8 @@ and rank 0 gathers the per-image results by id and writes.
 Add `configs/demo.json` as the last config file (and `--output_dir <dir>`) to run on the demo data with the CPU
 profile (32 x 32 images, VGG16 at 1/8 width, batch {DEMO['batch_size']}, at most {s.get('demo', {}).get('max_epochs', DEMO['max_epochs'])} epochs, adversarial
 training included); checkpoints then go to `<output_dir>/models`, and `--dataset_dir` still wins over the demo data.
+The demo profile runs torch on `OMP_NUM_THREADS` CPU threads, or on one when that is unset (`demo_threads`): on the
+CPU one thread and two train different models, and the profile was measured on one.
 Outputs: `metrics.json` (accuracy, ROC AUC, confusion matrix) and `test_predictions.csv` from evaluate,
 `predictions.csv` from inference, `attack_sweep.*` and `adversarial_examples.png` from the sweep,
 `robustness_comparison.*` from the comparison, `sensitivity.csv`, `triage.json` and `triage.png` from the triage,

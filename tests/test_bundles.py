@@ -230,6 +230,30 @@ def trained(tmp_path_factory, demo_dir):
 
 
 @pytest.mark.parametrize("bundle", BUNDLES)
+@pytest.mark.parametrize("names", [("train",), ("train", "evaluate"), ("inference",)])
+def test_demo_profile_runs_on_one_thread_unless_omp_num_threads_says_otherwise(
+    bundle, names, demo_dir, tmp_path, monkeypatch
+):
+    """On the CPU one thread and two train different models: the mammography demo learnt its cue on one thread (the
+    count it was measured at) and stayed at chance on torch's default two, so the profile states its thread count."""
+    threads = torch.get_num_threads()
+    try:
+        for omp_num_threads, expected in ((None, 1), ("3", 3)):
+            if omp_num_threads is None:
+                monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+            else:
+                monkeypatch.setenv("OMP_NUM_THREADS", omp_num_threads)
+            torch.set_num_threads(2)
+            parser = ConfigParser()
+            parser.read_config(configs(bundle, *names, "demo"))
+            parser.update({"output_dir": str(tmp_path), "demo_cache_dir": str(demo_dir)})
+            parser.get_parsed_content("initialize")
+            assert torch.get_num_threads() == expected, (names, omp_num_threads)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
 def test_demo_train_and_evaluate(bundle, trained):
     out = trained(bundle)
     assert (out / "models" / "model.pt").is_file()
