@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=SET_HELP)
     parser.add_argument("--threads", type=int, default=-1,
                         help="CPU threads per bundle run (OMP_NUM_THREADS); default 1 in the demo profile, torch's "
-                             "default in the paper profile; 0 leaves torch's default")
+                             "default in the paper profile; 0 leaves OMP_NUM_THREADS as it is (unset: torch's "
+                             "default, but one thread in the demo profile's configs)")
     parser.add_argument("--jobs", type=int, default=-1,
                         help="bundle stages run at once when they do not depend on each other (adversarial training "
                              "beside the attack sweep and triage); default one per CPU core, at most 4, in the demo "

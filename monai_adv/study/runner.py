@@ -440,7 +440,8 @@ def run_study(
             :func:`~monai_adv.study.setup.parse_override`.
         log: where progress lines go.
         command: how the study was started, for the report's header.
-        threads: CPU threads of each bundle run (``OMP_NUM_THREADS``); ``None`` leaves torch's default; the default
+        threads: CPU threads of each bundle run (``OMP_NUM_THREADS``); ``None`` leaves ``OMP_NUM_THREADS`` as it is
+            (torch's default when unset, except that the demo profile's configs then run on one thread); the default
             ``-1`` means 1 in the demo profile (tiny models run fastest on one thread, and several threads on a
             shared machine can be ten times slower) and torch's default in the paper profile. Results can differ
             in the last bits between thread counts, so it is part of every stage's fingerprint.
