@@ -343,6 +343,9 @@ def test_a_ten_class_sweep_reports_accuracy_over_images(trained, demo_dir, tmp_p
     assert report["checks"]["eps0_is_clean"]["passed"], report["checks"]["eps0_is_clean"]
     clean = next(r for r in report["rows"] if r["attack"] == "clean")
     assert clean["accuracy"] == pytest.approx(metrics["accuracy"])
+    # the CPU demo profile's APGD-T budget: 3 runner-up classes of 9 (apgdt_targets)
+    assert report["settings"]["ensemble"]["APGD-T"].endswith("steps=10, targets=3)"), report["settings"]["ensemble"]
+
 
 @pytest.mark.parametrize("bundle", MEDICAL)
 def test_demo_triage(bundle, trained, demo_dir):

@@ -95,6 +95,10 @@ def test_default_ensemble_runs_autoattacks_order_and_adds_apgdt_from_four_classe
     assert list(ten) == ["APGD-CE", "APGD-margin", "APGD-T", "Square"]
     assert ten["APGD-T"].func is APGDT and ten["APGD-T"].keywords == {"steps": 5, "targets": 9}
     assert worst_case_ensemble(4)["APGD-T"].keywords["targets"] == 3
+    assert worst_case_ensemble(10, apgdt_targets=3)["APGD-T"].keywords["targets"] == 3
+    assert list(worst_case_ensemble(3, apgdt_targets=9)) == ["APGD-CE", "APGD-margin", "Square"]
+    with pytest.raises(ValueError, match="apgdt_targets must be a positive integer, got 0"):
+        worst_case_ensemble(10, apgdt_targets=0)
     assert "APGD-T" not in worst_case_ensemble(3)
     with pytest.raises(ValueError, match="square_queries must be a positive integer, got 0"):
         worst_case_ensemble(2, square_queries=0)
