@@ -20,8 +20,9 @@ def worst_case_ensemble(
 
     AutoAttack's order at a lower budget: ``APGD-CE`` and ``APGD-margin`` (:class:`APGD`, ``apgd_steps`` steps each;
     the margin loss is DLR for ``num_classes >= 3``, the logit margin below), for ``num_classes >= 4`` ``APGD-T``
-    (:class:`APGDT` on up to ``apgdt_targets`` runner-up classes, AutoAttack's 9 by default), then the black-box ``Square`` (``square_queries`` queries), which
-    is last so that it measures what the gradient attacks missed (the gradient-masking check).
+    (:class:`APGDT` on up to ``apgdt_targets`` runner-up classes, AutoAttack's 9 by default), then the black-box
+    ``Square`` (``square_queries`` queries), which is last so that it measures what the gradient attacks missed (the
+    gradient-masking check).
     """
     num_classes = positive_int(num_classes, "num_classes")
     apgd_steps = positive_int(apgd_steps, "apgd_steps")
