@@ -21,7 +21,7 @@ from monai_adv.io import DataError
 
 __all__ = [
     "CheckpointError", "read_checkpoint", "network_state", "load_network_state", "describe_state", "ModelIdentity",
-    "IDENTITY_KEY", "checkpoint_identity", "checkpoint_class_names",
+    "IDENTITY_KEY", "checkpoint_identity", "checkpoint_class_names", "weights_digest",
 ]
 
 # How many names of each kind of difference an error message lists.
@@ -129,6 +129,19 @@ def _describe_network(network: nn.Module) -> str:
 def _unwrap(network: nn.Module) -> nn.Module:
     """The module inside DistributedDataParallel / DataParallel, so keys carry no ``module.`` prefix."""
     return network.module if isinstance(network, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else network
+
+
+def weights_digest(network: nn.Module) -> str:
+    """SHA-256 (hex) of ``network``'s state dict (inside ``DistributedDataParallel``): every key, dtype, shape and
+    value in key order, computed on the CPU; equal weights give equal digests on any device and in any process."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for key, value in sorted(_unwrap(network).state_dict().items()):
+        tensor = value.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{key}|{value.dtype}|{tuple(value.shape)}|".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
 
 
 def load_network_state(

@@ -158,3 +158,98 @@ def test_identity_is_checked(tmp_path, checkpoints):
     torch.save({"model": net(1).state_dict(), "identity": identity.state_dict()}, tmp_path / "robust.pt")
     evaluator(net(0), [comparison]).run()
     assert (tmp_path / "robustness_comparison.csv").exists()
+
+
+def split_run(tmp_path, checkpoints, first_options=None, second_options=None, second_items=ITEMS, original="model.pt"):
+    """An ``original_only`` run into ``tmp_path/first``, then a run reusing its report into ``tmp_path/split``;
+    ``*_options`` replace the settings (``eps_grid`` too) of either run."""
+    def comparison(folder, options, **kwargs):
+        options = {**SETTINGS, **(options or {})}
+        grid = options.pop("eps_grid", GRID)
+        return RobustnessComparison(ATTACKS, grid, str(tmp_path / folder), ["a", "b"], **kwargs, **options)
+
+    network = net(5)
+    first = comparison("first", first_options, robust_ckpt_path=tmp_path / "absent.pt", original_only=True)
+    evaluator(network, [StrictCheckpointLoad(checkpoints / "model.pt", {"model": network}), first]).run()
+    second = comparison("split", second_options, robust_ckpt_path=checkpoints / "model_adversarial.pt",
+                        original_report=tmp_path / "first" / "original" / "attack_sweep.json")
+    network = net(5)
+    evaluator(network, [StrictCheckpointLoad(checkpoints / original, {"model": network}), second], second_items).run()
+    return network
+
+
+def test_the_original_sweep_run_apart_and_reused_gives_the_files_of_one_run(tmp_path, checkpoints):
+    """The study sweeps the original model while the robust one trains (``original_only``), then reuses that sweep
+    (``original_report``): the same files, byte for byte, as one run that sweeps both."""
+    network = net(5)
+    one = RobustnessComparison(ATTACKS, GRID, str(tmp_path / "one"), ["a", "b"],
+                               checkpoints / "model_adversarial.pt", **SETTINGS)
+    evaluator(network, [StrictCheckpointLoad(checkpoints / "model.pt", {"model": network}), one]).run()
+
+    network = split_run(tmp_path, checkpoints)
+    first = files(tmp_path / "first")
+    assert sorted(first) == ["original/adversarial_examples.png", "original/attack_sweep.csv",
+                             "original/attack_sweep.json", "original/attack_sweep.png"]
+    assert files(tmp_path / "split") == files(tmp_path / "one") and len(files(tmp_path / "one")) == 10
+    assert all(torch.equal(v, network.state_dict()[k]) for k, v in net(0).state_dict().items())
+
+
+@pytest.mark.parametrize(
+    "case, match",
+    [
+        ({"second_options": {"eps_grid": [0.05, 0.1]}}, r"other settings.*eps_grid \[0\.0, 0\.05, 0\.2\] there"),
+        ({"first_options": {"seed": 3}}, r"other settings.*seed 3 there, 0 here"),
+        ({"original": "model_adversarial.pt"}, "sweep of other weights"),
+        ({"second_items": ITEMS[:5]}, r"swept other items than the evaluator's data \(6 there, 5 here"),
+    ],
+    ids=["eps grid", "seed", "weights", "items"],
+)
+def test_a_reused_original_sweep_must_match_settings_weights_and_items(tmp_path, checkpoints, case, match):
+    """Reusing a sweep of other settings, weights or data would compare the robust model with the wrong baseline:
+    refused, naming what differs; no comparison is written."""
+    with pytest.raises(ValueError, match=match):
+        split_run(tmp_path, checkpoints, **case)
+    assert not (tmp_path / "split" / "robustness_comparison.csv").exists()
+
+
+def test_original_report_and_reuse_sweep_together_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="give one of them"):
+        RobustnessComparison(ATTACKS, GRID, str(tmp_path), ["a", "b"], tmp_path / "robust.pt",
+                             original_report=tmp_path / "a.json", reuse_sweep=tmp_path / "b.json")
+    with pytest.raises(ValueError, match="original_only must be True or False, got 'false'"):
+        RobustnessComparison(ATTACKS, GRID, str(tmp_path), ["a", "b"], tmp_path / "robust.pt", original_only="false")
+
+
+@pytest.mark.parametrize("attack_grid, reused", [(GRID, True), ([0.05], False)], ids=["same grid", "other grid"])
+def test_a_matching_attack_sweep_is_reused_and_another_is_swept_again(tmp_path, checkpoints, caplog, attack_grid,
+                                                                      reused):
+    """The study offers the attack stage's sweep (``reuse_sweep``) to the comparison's sweep of the original model:
+    taken when it is the same sweep (the controls' comparison grid adds no eps), swept again otherwise; either way
+    the files equal one run's."""
+    network = net(5)
+    one = RobustnessComparison(ATTACKS, GRID, str(tmp_path / "one"), ["a", "b"],
+                               checkpoints / "model_adversarial.pt", **SETTINGS)
+    evaluator(network, [StrictCheckpointLoad(checkpoints / "model.pt", {"model": network}), one]).run()
+
+    network = net(5)
+    attack = AttackSweep(ATTACKS, attack_grid, str(tmp_path / "attack"), ["a", "b"], **SETTINGS)
+    evaluator(network, [StrictCheckpointLoad(checkpoints / "model.pt", {"model": network}), attack]).run()
+    (tmp_path / "attack" / "attack.log").write_text("not part of the sweep")
+    network = net(5)
+    original = RobustnessComparison(ATTACKS, GRID, str(tmp_path / "first"), ["a", "b"], tmp_path / "absent.pt",
+                                    original_only=True, reuse_sweep=tmp_path / "attack" / "attack_sweep.json",
+                                    **SETTINGS)
+    caplog.set_level("INFO")
+    evaluator(network, [StrictCheckpointLoad(checkpoints / "model.pt", {"model": network}), original]).run()
+    assert ("sweep taken from" in caplog.text) is reused
+    assert ("swept again: RobustnessComparison" in caplog.text and "eps_grid" in caplog.text) is not reused
+    assert files(tmp_path / "first") == {f"original/{k}": v for k, v in files(tmp_path / "one" / "original").items()}
+
+
+def test_a_missing_reuse_sweep_means_the_original_weights_are_swept(tmp_path, checkpoints):
+    network = net(5)
+    comparison = RobustnessComparison(ATTACKS, GRID, str(tmp_path), ["a", "b"], tmp_path / "absent.pt",
+                                      original_only=True, reuse_sweep=tmp_path / "nothing.json", **SETTINGS)
+    evaluator(network, [StrictCheckpointLoad(checkpoints / "model.pt", {"model": network}), comparison]).run()
+    assert sorted(files(tmp_path)) == ["original/adversarial_examples.png", "original/attack_sweep.csv",
+                                       "original/attack_sweep.json", "original/attack_sweep.png"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import os
 from collections.abc import Mapping, Sequence
@@ -16,6 +17,7 @@ from monai_adv.attacks import PGD
 from monai_adv.attacks.base import LinfAttack
 from monai_adv.attacks.model_state import eval_mode
 from monai_adv.attacks.seeding import key_of, mix_seed
+from monai_adv.checkpoints import weights_digest
 from monai_adv.distributed import all_reduce_ints, gather_by_id
 from monai_adv.handlers.evaluator_data import EvaluatorDataHandler
 from monai_adv.input_space import InputSpace
@@ -26,9 +28,11 @@ from monai_adv.utils import atomic_write_json, atomic_write_text
 if TYPE_CHECKING:
     from ignite.engine import Engine
 
-__all__ = ["AttackSweep", "sweep_rows", "write_sweep_csv"]
+__all__ = ["AttackSweep", "sweep_rows", "write_sweep_csv", "ids_digest", "SWEEP_FILES"]
 
 CSV_COLUMNS = ["attack", "eps", "eps_native", "accuracy", "n", "correct"]
+SWEEP_FILES = ("attack_sweep.csv", "attack_sweep.json", "attack_sweep.png", "adversarial_examples.png")
+"""The files a sweep writes into its ``output_dir`` (the example figure only with ``n_examples``)."""
 LARGE_EPS_NAME = "large-eps PGD"
 
 
@@ -215,11 +219,12 @@ class AttackSweep(EvaluatorDataHandler):
             )
             ids += batch_id
             candidates = _smallest_ids(candidates, batch_id, images, labels, keep)
-        self.result = _gather(ids, sum(results))
+        self.result, swept_ids = _gather(ids, sum(results))
         large_result = self._large_eps_sweep(model, candidates)
         examples = self._gather_examples(candidates, engine.state.device)
         if engine.state.rank != self.save_rank:
             return None
+        identity = {"weights_sha256": weights_digest(engine.network), "ids_sha256": ids_digest(swept_ids)}
         checks = sweep_checks(
             self.result,
             clean_accuracy=clean_accuracy,
@@ -228,7 +233,7 @@ class AttackSweep(EvaluatorDataHandler):
             max_large_eps_accuracy=self.max_large_eps_accuracy,
             black_box=self.black_box,
         )
-        self._write(model, checks, examples)
+        self._write(model, checks, examples, identity)
         return self.report
 
     def _large_eps_sweep(self, model: torch.nn.Module, candidates: list[tuple]) -> SweepResult | None:
@@ -248,7 +253,7 @@ class AttackSweep(EvaluatorDataHandler):
             empty = torch.zeros(0, 2, dtype=torch.bool)
             local = SweepResult((0.0, float(self.large_eps)), 0, 0, {LARGE_EPS_NAME: [0, 0]},
                                 {LARGE_EPS_NAME: SweepWork()}, {LARGE_EPS_NAME: empty}, True)
-        return _gather([row[0] for row in mine], local)
+        return _gather([row[0] for row in mine], local)[0]
 
     def _gather_examples(self, candidates: list[tuple], device: Any) -> tuple[list[str], torch.Tensor, Any] | None:
         """The ``n_examples`` ids, images (and labels) with the smallest ids over all ranks, on every rank."""
@@ -264,8 +269,28 @@ class AttackSweep(EvaluatorDataHandler):
         label = values["label"][: self.n_examples]
         return ids[: self.n_examples], images, None if (label < 0).any() else torch.from_numpy(label).to(device)
 
+    def settings(self) -> dict[str, Any]:
+        """The settings that decide the sweep's numbers, JSON-ready (``attack_sweep.json``'s ``settings``)."""
+        return {
+            "attacks": {name: repr(factory) for name, factory in self.attacks.items()},
+            "ensemble": None if self.ensemble is None else {n: repr(f) for n, f in self.ensemble.items()},
+            "eps_grid": self.eps_grid,
+            "native_per_unit": self.native_per_unit,
+            "native_units": self.native_units,
+            "reuse": self.reuse,
+            "labels": "predicted" if self.use_predicted_labels else "true",
+            "seed": self.seed,
+            "large_eps": self.large_eps,
+            "large_eps_attack": repr(self.large_eps_attack),
+            "large_eps_samples": self.large_eps_samples,
+            "max_large_eps_accuracy": self.max_large_eps_accuracy,
+            "black_box": self.black_box,
+            "input_space": repr(self.input_space),
+        }
+
     def _write(
-        self, model: torch.nn.Module, checks: Mapping[str, Any], examples: tuple[list[str], torch.Tensor, Any] | None
+        self, model: torch.nn.Module, checks: Mapping[str, Any], examples: tuple[list[str], torch.Tensor, Any] | None,
+        identity: Mapping[str, str],
     ) -> None:
         rows = sweep_rows(self.result, self.native_per_unit)
         os.makedirs(self.output_dir, exist_ok=True)
@@ -275,15 +300,8 @@ class AttackSweep(EvaluatorDataHandler):
             "checks": {k: {"passed": c.passed, "message": c.message, "values": c.values} for k, c in checks.items()},
             "all_checks_passed": all_passed(checks),
             "sweep": self.result.to_dict(),
-            "settings": {
-                "attacks": {name: repr(factory) for name, factory in self.attacks.items()},
-                "ensemble": None if self.ensemble is None else {n: repr(f) for n, f in self.ensemble.items()},
-                "eps_grid": self.eps_grid,
-                "native_per_unit": self.native_per_unit,
-                "native_units": self.native_units,
-                "reuse": self.reuse,
-                "labels": "predicted" if self.use_predicted_labels else "true",
-            },
+            "settings": self.settings(),
+            "identity": dict(identity),
         }
         atomic_write_json(os.path.join(self.output_dir, "attack_sweep.json"), self.report)
         plot_accuracy_vs_eps(
@@ -359,10 +377,15 @@ def _smallest_ids(
     ]
 
 
-def _gather(ids: list[str], result: SweepResult) -> SweepResult:
-    """The sweep of all ranks' samples: per-sample flags gathered by id (duplicates dropped, sorted by id), counts
-    recomputed from them, work summed over ranks (padded duplicates included). Collective; no-op reordering when
-    not distributed."""
+def ids_digest(ids: Sequence[str]) -> str:
+    """SHA-256 (hex) of a set of item ids (order and duplicates ignored): which items a sweep covered."""
+    return hashlib.sha256("\n".join(sorted(set(map(str, ids)))).encode()).hexdigest()
+
+
+def _gather(ids: list[str], result: SweepResult) -> tuple[SweepResult, list[str]]:
+    """The sweep of all ranks' samples, and their ids: per-sample flags gathered by id (duplicates dropped, sorted
+    by id), counts recomputed from them, work summed over ranks (padded duplicates included). Collective; no-op
+    reordering when not distributed."""
     attacks = result.attacks
     ensemble = {f"ensemble:{a}": flags for a, flags in result.ensemble_flags.items()}
     unique, values = gather_by_id(ids, {**{a: result.per_sample[a] for a in attacks}, **ensemble})
@@ -373,4 +396,5 @@ def _gather(ids: list[str], result: SweepResult) -> SweepResult:
     totals = all_reduce_ints([getattr(result.work[a], f) for a in attacks for f in fields])
     work = {a: SweepWork(*totals[i * len(fields) : (i + 1) * len(fields)]) for i, a in enumerate(attacks)}
     clean_correct = int(per_sample[attacks[0]][:, 0].sum()) if attacks else 0  # grid[0] is eps 0: clean
-    return SweepResult(result.eps, len(unique), clean_correct, correct, work, per_sample, result.reuse, ensemble_flags)
+    return (SweepResult(result.eps, len(unique), clean_correct, correct, work, per_sample, result.reuse,
+                        ensemble_flags), unique)
