@@ -194,8 +194,8 @@ def test_changed_inputs_redo_their_stages_and_the_rest_is_skipped(runs, tmp_path
     c = tmp_path / "C"
     shutil.copytree(runs["B"], c)
     log = finish(start(c, runs["data"]), c)
-    assert "(8 stages run" not in log and "report: " in log
-    assert log.count("inputs unchanged: skipped") == 8, log
+    assert "(9 stages run" not in log and "report: " in log
+    assert log.count("inputs unchanged: skipped") == 9, log
     # another adversarial-training learning rate: that stage runs again, and the comparison after it because the
     # robust checkpoint changed; nothing before it, nor the triage or the comparison of data sets
     before = stages(c)
@@ -298,6 +298,8 @@ def test_overrides_and_fingerprints():
         parse_override("adversarial_train:adv_init_ckpt=/x.pt")
     with pytest.raises(ValueError, match="expected"):
         parse_override("max_epochs")
+    with pytest.raises(ValueError, match="runs with the compare stage's values; write compare:eps_grid="):
+        parse_override("compare_original:eps_grid=[0.001]")
     assert fingerprint({"a": 1, "b": [1, 2]}) == fingerprint({"b": [1, 2], "a": 1})
     assert fingerprint({"a": 1, "b": [1, 2]}) != fingerprint({"a": 2, "b": [1, 2]})
 
@@ -315,6 +317,12 @@ def test_stages_run_the_overlays_on_the_bundles_configs():
     test_split = ["train.json", "evaluate.json", "common.json"]
     assert names["attack"] == [*test_split, "attack_sweep.json", "adversarial.json", "demo.json"]
     assert names["compare"] == [*test_split, "compare.json", "adversarial.json", "demo.json"]
+    # the comparison's sweep of the original model: the compare stage's configs, run before adversarial training ends
+    stages = {s.name: s for s in BUNDLE_STAGES}
+    assert names["compare_original"] == names["compare"]
+    assert stages["compare_original"].reads == {"ckpt_path": ("train", "models/model.pt"),
+                                                 "compare#reuse_sweep": ("attack", "attack_sweep.json")}
+    assert stages["compare"].reads["compare#original_report"] == ("compare_original", "original/attack_sweep.json")
     assert names["triage"] == [*test_split, "triage.json", "adversarial.json", "demo.json"]
     assert names["adversarial_train"] == ["train.json", "common.json", "adversarial_train.json", "adversarial.json",
                                           "demo.json", "resume_training.json", "resume_adversarial_training.json"]
@@ -327,6 +335,22 @@ def test_stages_run_the_overlays_on_the_bundles_configs():
                                              "max_epochs": 30}
     assert setup.settings["compare_eps_grid"] == [0.001, 0.002, 0.003, 0.004, 0.006]
     assert setup.settings["attack_eps_grid"] == [0.001, 0.002, 0.004, 0.006]
+
+
+def test_the_original_models_comparison_sweep_gets_the_compare_stages_values():
+    """compare_original must sweep with the compare stage's settings (else the compare stage refuses its sweep):
+    it gets the --set values for every stage and the compare stage's, then original_only; the fingerprints follow."""
+    from monai_adv.study.setup import prepare_bundle
+    from monai_adv.study.stages import BUNDLE_STAGES
+
+    overrides = {"*": {"adv_seed": 3}, "compare": {"eps_grid": [0.002]}, "attack": {"eps_grid": [0.006]}}
+    setup = prepare_bundle(BUNDLE, ROOT / "bundles", "demo", overrides=overrides)
+    stages = {s.name: s for s in BUNDLE_STAGES}
+    assert setup.overrides_for("compare_original") == {"adv_seed": 3, "eps_grid": [0.002],
+                                                        "compare#original_only": True}
+    assert setup.overrides_for("compare") == {"adv_seed": 3, "eps_grid": [0.002]}
+    assert setup.overrides_read_by(stages["compare_original"]) == setup.overrides_for("compare_original")
+    assert setup.config_values("compare_original", ["compare#eps_grid"]) == {"compare#eps_grid": [0.002, 0.003]}
 
 
 def test_data_digest_follows_the_images(tmp_path):

@@ -22,7 +22,7 @@ from monai_adv.study.setup import ForeignBundle, find_config, prepare_foreign_bu
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "ct_stripes_resnet_zscore_classification"  # JSON, ResNet-10, per-image z-score: no native units
-BUNDLE_STAGES = ["train", "evaluate", "attack", "adversarial_train", "compare", "triage"]
+BUNDLE_STAGES = ["train", "evaluate", "attack", "adversarial_train", "compare_original", "compare", "triage"]
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from typing import Any
 from monai_adv.overlays import overlay_files
 from monai_adv.study.ledger import data_digest, folder_digest
 from monai_adv.study.paper_figures import BUNDLE_DATASETS, paper_dataset
-from monai_adv.study.stages import BUNDLE_STAGES, MANAGED_IDS, SETTINGS_CONFIG, BundleStage
+from monai_adv.study.stages import BUNDLE_STAGES, MANAGED_IDS, OVERRIDE_STAGES, SETTINGS_CONFIG, BundleStage
 
 __all__ = [
     "BundleSetup", "ForeignBundle", "parse_override", "prepare_bundle", "prepare_foreign_bundle", "available_bundles",
@@ -105,10 +105,13 @@ def parse_override(text: str) -> tuple[str, str, Any]:
         stage, key = head.strip(), tail.strip()
     else:
         stage, key = ALL_STAGES, key.strip()
-    bundle_stages = [s.name for s in BUNDLE_STAGES]
-    if stage != ALL_STAGES and stage not in bundle_stages:
+    shared = {s.name: s.settings_of for s in BUNDLE_STAGES if s.settings_of}
+    if stage in shared:
+        raise ValueError(f"override {text!r}: stage {stage} runs with the {shared[stage]} stage's values; "
+                         f"write {shared[stage]}:{key.strip()}=... (both stages get it)")
+    if stage != ALL_STAGES and stage not in OVERRIDE_STAGES:
         raise ValueError(
-            f"override {text!r}: unknown stage {stage!r}; the bundle stages are {', '.join(bundle_stages)}"
+            f"override {text!r}: unknown stage {stage!r}; the bundle stages are {', '.join(OVERRIDE_STAGES)}"
         )
     if not key:
         raise ValueError(f"override {text!r}: empty id")
@@ -183,14 +186,17 @@ class BundleSetup:
         return stage.resumable and not self.foreign
 
     def overrides_for(self, stage: str) -> dict[str, Any]:
-        """The ``--set`` values a stage gets: those for every stage, then its own."""
-        return {**self.overrides.get(ALL_STAGES, {}), **self.overrides.get(stage, {})}
+        """The values a stage gets: the ``--set`` values for every stage, then its own (for a stage that shares
+        another's, that one's: :attr:`BundleStage.settings_of`), then the study's :attr:`BundleStage.fixed` ones."""
+        spec = next((s for s in BUNDLE_STAGES if s.name == stage), None)
+        own = self.overrides.get(spec.override_stage if spec else stage, {})
+        return {**self.overrides.get(ALL_STAGES, {}), **own, **(dict(spec.fixed) if spec else {})}
 
     def overrides_read_by(self, stage: BundleStage) -> dict[str, Any]:
         """The ``--set`` values that can change ``stage``: its own, and those for every stage whose id its configs
         define or refer to (``@id``, ``%id``), also through another such value. A value for the triage alone thus
         leaves the training's fingerprint, and its checkpoint, as they were."""
-        own = self.overrides.get(stage.name, {})
+        own = {**self.overrides.get(stage.override_stage, {}), **stage.fixed}
         shared = {k: v for k, v in self.overrides.get(ALL_STAGES, {}).items() if k not in own}
         if not shared:
             return dict(own)
