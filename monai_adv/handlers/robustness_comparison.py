@@ -173,8 +173,7 @@ class RobustnessComparison(EvaluatorDataHandler):
         if identity.get("weights_sha256") != weights:
             raise ValueError(f"RobustnessComparison: {path} is the sweep of other weights than the evaluator's network "
                              f"holds (SHA-256 {identity.get('weights_sha256')} there, {weights} here)")
-        key = engine.state.key_metric_name
-        clean = engine.state.metrics.get(key) if key and not self.use_predicted_labels else None
+        key, clean = engine.state.key_metric_name, self._evaluator_accuracy(engine)
         if clean is not None and not math.isclose(float(clean), float(sweep["clean_accuracy"]), abs_tol=1e-6):
             raise ValueError(f"RobustnessComparison: {path} has clean accuracy {sweep['clean_accuracy']:.6g}, the "
                              f"evaluator's {key} is {float(clean):.6g}: other data")
@@ -245,18 +244,22 @@ class RobustnessComparison(EvaluatorDataHandler):
             except ValueError as reason:
                 self.logger.info(f"the original weights are swept again: {reason}")
         if report is None:
-            key = engine.state.key_metric_name
-            clean = engine.state.metrics.get(key) if key and not self.use_predicted_labels else None
-            return self.sweeps["original"].sweep(engine, clean)
+            return self.sweeps["original"].sweep(engine, self._evaluator_accuracy(engine))
         if engine.state.rank != self.save_rank:
             return None
         source, target = os.path.dirname(os.path.abspath(os.fspath(path))), self.sweeps["original"].output_dir
         os.makedirs(target, exist_ok=True)
-        for name in SWEEP_FILES:
-            if os.path.isfile(os.path.join(source, name)) and os.path.abspath(target) != source:
-                shutil.copyfile(os.path.join(source, name), os.path.join(target, name))
+        if os.path.abspath(target) != source:
+            for name in SWEEP_FILES:
+                if os.path.isfile(os.path.join(source, name)):
+                    shutil.copyfile(os.path.join(source, name), os.path.join(target, name))
         self.logger.info(f"the original weights' sweep taken from {source} (same settings, weights and items)")
         return report
+
+    def _evaluator_accuracy(self, engine: Engine) -> float | None:
+        """The evaluator's own clean accuracy (its key metric), the cross-check of the original weights' sweep."""
+        key = engine.state.key_metric_name
+        return engine.state.metrics.get(key) if key and not self.use_predicted_labels else None
 
 
 def _comparable(value: Any) -> Any:

@@ -8,7 +8,8 @@
     python scripts/run_study.py --bundle_root <any zoo-style bundle> --dataset_dir <its data> --output theirs
 
 It runs, per bundle, train, evaluate, attack (sweep), adversarial_train, compare_original and compare (sweep again,
-the original model beside adversarial training, then the adversarially trained one) and triage, then compares the data sets and writes ``<output>/report/report.md`` with its figures. Run it again after an
+the original model beside adversarial training, then the adversarially trained one) and triage, then compares the
+data sets and writes ``<output>/report/report.md`` with its figures. Run it again after an
 interruption (even SIGKILL): completed stages are skipped, an interrupted training continues after its last epoch,
 and a stage whose inputs changed (configs, overrides, data, an upstream checkpoint, the code) runs again.
 """
