@@ -97,9 +97,14 @@ def test_an_interruption_stops_the_running_tasks_through_the_callback_and_is_rai
         running.wait()
         os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C: the main thread, waiting for the tasks, raises
 
-    threading.Thread(target=interrupt, daemon=True).start()
-    with pytest.raises(KeyboardInterrupt):
-        run_with_dependencies(["p", "q", "r"], lambda t: [], run, 2, on_interrupt=stop.set)
+    # Ctrl-C's own handler: a test earlier in the suite's process may leave SIGINT ignored (it was, twice in CI)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Thread(target=interrupt, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):
+            run_with_dependencies(["p", "q", "r"], lambda t: [], run, 2, on_interrupt=stop.set)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert stop.is_set()  # the tasks would have waited 30 s for it
 
 
