@@ -8,8 +8,9 @@ from monai_adv.handlers.classification import ClassificationMetricsWriter, Predi
 from monai_adv.handlers.collect import PerImageCollector
 from monai_adv.handlers.evaluator_data import EvaluatorDataHandler
 from monai_adv.handlers.overfit_guard import CatastrophicOverfittingGuard
+from monai_adv.handlers.precise_batch_norm import PreciseBatchNorm
 from monai_adv.handlers.resume import TrainingResume
 from monai_adv.handlers.robustness_comparison import RobustnessComparison
 from monai_adv.handlers.triage import SensitivityTriage, load_threshold
 
-__all__ = ["AdversarialBatches", "AtomicCheckpointSaver", "AtomicDiskSaver", "AttackSweep", "CatastrophicOverfittingGuard", "ClassificationMetricsWriter", "EvaluatorDataHandler", "PredictionCSVWriter", "PerImageCollector", "RobustnessComparison", "SensitivityTriage", "TrainingResume", "StrictCheckpointLoad", "load_threshold"]
+__all__ = ["AdversarialBatches", "AtomicCheckpointSaver", "AtomicDiskSaver", "AttackSweep", "CatastrophicOverfittingGuard", "ClassificationMetricsWriter", "EvaluatorDataHandler", "PredictionCSVWriter", "PerImageCollector", "PreciseBatchNorm", "RobustnessComparison", "SensitivityTriage", "TrainingResume", "StrictCheckpointLoad", "load_threshold"]
