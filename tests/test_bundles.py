@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from ignite.engine import Events
 from monai.bundle import ConfigParser, ckpt_export, verify_metadata, verify_net_in_out
 
 from monai_adv.overlays import overlay_files
@@ -614,3 +615,25 @@ def test_no_patient_identifier_in_any_output(trained, demo_dir, tmp_path):
     for table in ("test_predictions.csv", "predictions.csv", "sensitivity.csv"):
         rows = list(csv.DictReader((out / table).open()))
         assert {row["id"] for row in rows} == ids, table  # images named by data-list id, nothing else
+
+
+@pytest.mark.parametrize("names", [("train", "demo"), ("train", "evaluate", "demo")])
+def test_the_ct_demo_validates_on_precise_batch_norm_statistics_and_tests_the_checkpoint_as_saved(names, demo_dir, tmp_path):
+    """The CT demo's validation accuracy jumped between 0.5 and 0.9 from epoch to epoch (BatchNorm's moving averages
+    described the weights of some iterations ago) and early stopping cut seed 4 off near chance: its validator now
+    recomputes the statistics on the training batches first. The test split is evaluated on the checkpoint as saved."""
+    from monai_adv.handlers import PreciseBatchNorm
+
+    parser = ConfigParser()
+    parser.read_config(configs("lung_nodule_ct_classification", *names))
+    parser.update({"output_dir": str(tmp_path), "demo_cache_dir": str(demo_dir)})
+    evaluator = parser.get_parsed_content("validate#evaluator")
+    attached = [h for h, _, _ in evaluator._event_handlers[Events.STARTED] if isinstance(h, PreciseBatchNorm)]
+    if "evaluate" in names:
+        assert attached == []
+    else:
+        assert len(attached) == 1 and attached[0].enabled and attached[0].data_loader is parser.get_parsed_content("train#dataloader")
+    for other in set(BUNDLES) - {"lung_nodule_ct_classification"}:
+        other_parser = ConfigParser()
+        other_parser.read_config(configs(other, "train", "demo"))
+        assert other_parser.get_parsed_content("precise_batch_norm") is False, other
