@@ -131,12 +131,14 @@ SPECS: dict[str, dict[str, Any]] = {
                 "at most 50 epochs with patience 15, flips and 90-degree turns only (a "
                 "20-degree bilinear rotation blurs the one-pixel cue); adversarial training (adv_learning_rate and "
                 "adv_max_epochs, read through the bundle's adversarial.json) at a third of the clean learning rate "
-                "(at the full rate it collapsed to one class) for at most 30 epochs (the main job's 5-minute budget), "
+                "(at the full rate it collapsed to one class) for at most 50 epochs (robust validation accuracy still rose "
+                "after epoch 30 in two seeds of five; the main job stays within its 5-minute budget), "
                 "every training image adversarial (adv_ratio 1.0, as the paper's public code; its text says half)"
             ),
             **TEXTURE_CUE_DEMO,
             "network_batch_norm": True,
             "precise_batch_norm": True,
+            "adv_max_epochs": "$min(@max_epochs, 50)",
         },
         "prepare": "scripts/prepare_lidc.py",
         "paper": {"clean": 75.41, "pgd_0.004": 25.6, "table_s5_adv_pgd": 58.97, "triage_retained": 81.31},

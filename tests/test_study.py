@@ -332,7 +332,7 @@ def test_stages_run_the_overlays_on_the_bundles_configs():
     # the CT demo profile's own epochs for adversarial training (adv_max_epochs, read by the bundle's adversarial.json)
     # and its ratio (every image adversarial, as the paper's public code)
     assert setup.settings["adversarial"] == {"adv_eps": 0.003, "adv_attack": "pgd", "adv_ratio": 1.0, "adv_steps": 7,
-                                             "max_epochs": 30}
+                                             "max_epochs": 50}
     assert setup.settings["compare_eps_grid"] == [0.001, 0.002, 0.003, 0.004, 0.006]
     assert setup.settings["attack_eps_grid"] == [0.001, 0.002, 0.004, 0.006]
 
