@@ -24,7 +24,8 @@ OVERLAYS: dict[str, str] = {
     "attack_sweep": "every attack at every eps on the evaluator's data (Table 1, Figures 1-2); on train + evaluate",
     "adversarial_train": "PGD adversarial training from the clean model (Table S4); on train",
     "compare": "the sweep on the clean and the adversarially trained model (Table S5, Figure 3); on train + evaluate "
-               "(compare#original_only and compare#original_report split it into two runs)",
+               "(compare#original_only and compare#original_report split it into two runs; compare#reuse_sweep takes "
+               "an identical earlier sweep of the original model)",
     "triage": "per-image minimal flipping eps, the most sensitive fraction flagged (Table 2); on train + evaluate",
     "referral": "inference with the sensitivity bracket and a refer flag from a triage run; on inference",
 }
