@@ -97,7 +97,8 @@ def test_an_interruption_stops_the_running_tasks_through_the_callback_and_is_rai
         running.wait()
         os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C: the main thread, waiting for the tasks, raises
 
-    # Ctrl-C's own handler: a test earlier in the suite's process may leave SIGINT ignored (it was, twice in CI)
+    # Ctrl-C's own handler: pytest started with '&' from a non-interactive shell inherits SIGINT ignored (so CI's
+    # runs did, twice)
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         threading.Thread(target=interrupt, daemon=True).start()
