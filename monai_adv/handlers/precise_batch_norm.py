@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -57,7 +56,6 @@ class PreciseBatchNorm:
         self.image_key = image_key
         self.device = device
         self.enabled = enabled
-        self.logger = logging.getLogger(__name__)
 
     def attach(self, engine: Engine) -> None:
         """Recompute the statistics on ``engine``'s ``STARTED``."""
