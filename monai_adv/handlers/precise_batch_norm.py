@@ -86,6 +86,7 @@ class PreciseBatchNorm:
                 for batch in self.data_loader:
                     if self.num_batches is not None and batches >= self.num_batches:
                         break
+                    # not the evaluator's prepare_batch: under adversarial training it crafts PGD examples
                     images = batch[self.image_key] if isinstance(batch, dict) else batch
                     self.network(torch.as_tensor(images).to(device))
                     batches += 1
